@@ -1,0 +1,128 @@
+"""Thread settings and the configuration report.
+
+The thread count of a call is, in order: its ``num_threads=`` argument, the value given to
+`set_num_threads`, then ``omp_get_max_threads()`` read at call time (so that
+``threadpoolctl.threadpool_limits`` and ``OMP_NUM_THREADS`` are honoured).  Work smaller
+than `PARALLEL_MIN_ELEMENTS` always runs on the calling thread: starting a parallel region
+costs more than it saves there.
+"""
+
+import operator
+import sys
+
+import numpy as np
+
+from . import _kernels
+from ._version import __version__
+
+# Below this many elements a call runs on one thread (a few microseconds of work).
+PARALLEL_MIN_ELEMENTS = 1 << 15
+
+_requested_threads = None
+
+
+def _check_thread_count(n, name):
+    if isinstance(n, bool):
+        raise TypeError(f"{name} must be an integer, not bool")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer or None, not {type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1, got {n}")
+    return n
+
+
+def set_num_threads(n):
+    """Set the default number of threads of fastsoft's kernels.
+
+    Parameters
+    ----------
+    n : int or None
+        Threads used by calls that do not pass ``num_threads=``.  ``None`` restores the
+        default, ``omp_get_max_threads()`` read at each call.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    TypeError
+        If `n` is not an integer or None.
+    ValueError
+        If `n` is smaller than 1.
+
+    Examples
+    --------
+    >>> import fastsoft as fs
+    >>> fs.set_num_threads(1)
+    >>> fs.get_num_threads()
+    1
+    >>> fs.set_num_threads(None)
+    """
+    global _requested_threads
+    _requested_threads = None if n is None else _check_thread_count(n, "n")
+
+
+def get_num_threads():
+    """Number of threads a call without ``num_threads=`` would use on large input.
+
+    Returns
+    -------
+    int
+        The value given to `set_num_threads`, or else ``omp_get_max_threads()`` now
+        (1 when fastsoft was built without OpenMP).
+
+    Examples
+    --------
+    >>> import fastsoft as fs
+    >>> fs.get_num_threads() >= 1
+    True
+    """
+    if _requested_threads is not None:
+        return _requested_threads
+    return _kernels.core.max_threads()
+
+
+def resolve_threads(num_threads, n_elements):
+    """Thread count for one call: the argument, the default, and the small-work rule."""
+    n = get_num_threads() if num_threads is None else _check_thread_count(num_threads, "num_threads")
+    return 1 if n_elements < PARALLEL_MIN_ELEMENTS else n
+
+
+def show_config(file=None):
+    """Print how this fastsoft was built and how it will run.
+
+    Reports the version, the CPU variant of the kernels in use (and the variants this CPU
+    supports), whether OpenMP is compiled in, and the thread count a call would use.
+
+    Parameters
+    ----------
+    file : file-like, optional
+        Where to print (default: ``sys.stdout``).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import fastsoft as fs
+    >>> fs.show_config()  # doctest: +ELLIPSIS
+    fastsoft ...
+    """
+    file = sys.stdout if file is None else file
+    core = _kernels.core
+    source = "set_num_threads" if _requested_threads is not None else "omp_get_max_threads()"
+    lines = [
+        f"fastsoft {__version__}",
+        f"  CPU variant:  {_kernels.variant} (supported here: "
+        f"{', '.join(_kernels.supported_variants)}; override: {_kernels.ENV_VARIANT})",
+        f"  OpenMP:       {'enabled' if core.openmp_enabled() else 'DISABLED (serial build)'}",
+        f"  threads:      {get_num_threads()} (from {source}; calls under "
+        f"{PARALLEL_MIN_ELEMENTS} elements use 1)",
+        f"  numpy:        {np.__version__}",
+        f"  python:       {sys.version.split()[0]}",
+    ]
+    print("\n".join(lines), file=file)

@@ -1,0 +1,274 @@
+# fastsoft kernels: one body, compiled once per CPU variant (see setup.py).
+#
+# Design:
+# 1. Entry points `<op>_rows` take 2-D arrays laid out by fastsoft._layout: rows of
+#    n_cols contiguous values separated by an arbitrary (even negative) row step, the
+#    optional mask as a C-contiguous uint8 array.  They check that contract cheaply
+#    (a ValueError, never a crash, if a caller breaks it) and then run without the GIL.
+# 2. Work is parallel over rows with a static schedule, so each row is computed by the
+#    same code whatever the thread count: results do not depend on it.  Threads start only
+#    when the caller asks for more than one (the Python layer asks for one on small work).
+# 3. Transforms read the input row and write the output row, which may be the same memory
+#    (in-place calls): every helper reads an element before writing it.  With a mask, the
+#    row is first copied into the output with masked entries set to -inf (which then
+#    contribute exactly 0 to sums and never win the max) and processed in place.
+# 4. Scratch memory (sigsoftmax's double row, masked logsumexp's row copy) is one slice per
+#    thread of a buffer the caller allocates before the GIL is released: no module-level
+#    state, and an allocation failure is a Python MemoryError, not a crash in a kernel.
+
+cimport cython
+cimport numpy as cnp
+from cython.parallel cimport prange, parallel
+
+from fastsoft._kernels._shims cimport (
+    FS_expf_nonpos, FS_exp_nonpos, FS_log1p_unit,
+    FS_max_f32, FS_max_f64, FS_sum_f32, FS_sum_f64,
+    FS_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_num, FS_cpu_has_avx2_fma,
+)
+
+include "_rows.pxi"
+
+cnp.import_array()
+
+import numpy as np
+
+
+def openmp_enabled():
+    """Whether this module was compiled with OpenMP."""
+    return bool(FS_OPENMP_ENABLED)
+
+
+def cpu_has_avx2_fma():
+    """Whether the running CPU (and OS) support AVX2 and FMA."""
+    return bool(FS_cpu_has_avx2_fma())
+
+
+def max_threads():
+    """omp_get_max_threads() now (honours threadpoolctl limits); 1 without OpenMP."""
+    return omp_get_max_threads()
+
+
+# ---------------------------------------------------------------------------------------
+# Row operations
+# ---------------------------------------------------------------------------------------
+
+cdef inline void _row_softmax(const real* x, real* v, const unsigned char* mask,
+                              Py_ssize_t n, bint log_output) noexcept nogil:
+    """v = softmax(x) or log_softmax(x) over one row; v may be x."""
+    cdef real row_max
+    cdef double total, log_norm
+    cdef Py_ssize_t n_at_max
+    if mask != NULL:
+        if _row_copy_masked(x, mask, v, n) == 0:
+            _row_fill(v, n, -INFINITY if log_output else 0)
+            return
+        x = v
+    row_max = _row_max(x, n)
+    if log_output:
+        total = _row_sum_exp_off_max(x, n, row_max, &n_at_max)
+        # +inf in the row: the row is NaN, as softmax's is (inf - inf)
+        log_norm = NAN if row_max == INFINITY else _log_normalizer(total, n_at_max)
+        _row_log_normalize(x, v, n, row_max, log_norm)
+    else:
+        total = _row_exp_shifted_sum(x, v, n, row_max)
+        _row_scale(v, n, total)
+
+
+cdef inline real _row_logsumexp(const real* x, const unsigned char* mask, real* scratch,
+                                Py_ssize_t n) noexcept nogil:
+    """log(sum(exp(x))) of one row; the masked path copies the row into scratch first."""
+    cdef real row_max
+    cdef double total
+    cdef Py_ssize_t n_at_max
+    if mask != NULL:
+        if _row_copy_masked(x, mask, scratch, n) == 0:
+            return -INFINITY
+        x = scratch
+    row_max = _row_max(x, n)
+    total = _row_sum_exp_off_max(x, n, row_max, &n_at_max)
+    return <real>(<double>row_max + _log_normalizer(total, n_at_max))
+
+
+cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* mask,
+                                 double* gap, Py_ssize_t n, bint log_output) noexcept nogil:
+    """v = sigsoftmax(z) or its log over one row, through the log-domain gap w - max(w)."""
+    cdef real z_max
+    cdef double total, log_norm
+    cdef Py_ssize_t j, n_at_max
+    if mask != NULL:
+        if _row_copy_masked(z, mask, v, n) == 0:
+            _row_fill(v, n, -INFINITY if log_output else 0)
+            return
+        z = v
+    # w is increasing in z, so the row's largest w belongs to its largest z
+    z_max = _row_max(z, n)
+    _row_sigsoftmax_gap(z, gap, n, z_max)
+    if log_output:
+        # the max's own gap is exactly 0; +inf or NaN logits make gaps NaN, and the row NaN
+        total = _row_sum_exp_off_max(gap, n, 0.0, &n_at_max)
+        log_norm = _log_normalizer(total, n_at_max)
+        for j in range(n):
+            v[j] = <real>(gap[j] - log_norm)
+    else:
+        total = _row_exp_shifted_sum(gap, gap, n, 0.0)
+        for j in range(n):
+            v[j] = <real>(gap[j] / total)
+
+
+# ---------------------------------------------------------------------------------------
+# Parallel drivers (fused over the dtype)
+# ---------------------------------------------------------------------------------------
+
+cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
+                        const unsigned char* mask, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                        bint log_output, int n_threads) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in prange(n_rows, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
+        _row_softmax(x + i * x_step, out + i * out_step,
+                     mask + i * n_cols if mask != NULL else NULL, n_cols, log_output)
+
+
+cdef void _sigsoftmax_rows(const real* z, Py_ssize_t z_step, real* out, Py_ssize_t out_step,
+                           const unsigned char* mask, double* scratch, Py_ssize_t n_rows,
+                           Py_ssize_t n_cols, bint log_output, int n_threads) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double* gap
+    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+        gap = scratch + omp_get_thread_num() * n_cols
+        for i in prange(n_rows, schedule="static"):
+            _row_sigsoftmax(z + i * z_step, out + i * out_step,
+                            mask + i * n_cols if mask != NULL else NULL,
+                            gap, n_cols, log_output)
+
+
+cdef void _logsumexp_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
+                          const unsigned char* mask, real* scratch, Py_ssize_t n_rows,
+                          Py_ssize_t n_cols, int n_threads) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef real* row_copy
+    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+        row_copy = scratch + omp_get_thread_num() * n_cols
+        for i in prange(n_rows, schedule="static"):
+            out[i * out_step] = _row_logsumexp(
+                x + i * x_step, mask + i * n_cols if mask != NULL else NULL, row_copy, n_cols)
+
+
+# ---------------------------------------------------------------------------------------
+# Python entry points: check the layout contract, then release the GIL
+# ---------------------------------------------------------------------------------------
+
+cdef Py_ssize_t _row_step(cnp.ndarray a, Py_ssize_t n_cols) except -1:
+    """Element step between rows of a 2-D array with contiguous rows (ValueError otherwise)."""
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(a)
+    if cnp.PyArray_NDIM(a) != 2 or not cnp.PyArray_ISALIGNED(a):
+        raise ValueError("kernel arrays must be aligned and 2-D")
+    if n_cols > 1 and cnp.PyArray_STRIDE(a, 1) != itemsize:
+        raise ValueError("kernel rows must be contiguous")
+    if cnp.PyArray_STRIDE(a, 0) % itemsize != 0:
+        raise ValueError("kernel row stride must be a multiple of the item size")
+    return cnp.PyArray_STRIDE(a, 0) // itemsize
+
+
+cdef const unsigned char* _mask_pointer(object mask, Py_ssize_t n_rows, Py_ssize_t n_cols) except? NULL:
+    cdef cnp.ndarray m
+    if mask is None:
+        return NULL
+    m = <cnp.ndarray?>mask
+    if (cnp.PyArray_TYPE(m) not in (cnp.NPY_BOOL, cnp.NPY_UINT8) or cnp.PyArray_NDIM(m) != 2
+            or m.shape[0] != n_rows or m.shape[1] != n_cols or not cnp.PyArray_IS_C_CONTIGUOUS(m)):
+        raise ValueError("mask must be a C-contiguous bool array of the rows' shape")
+    return <const unsigned char*>cnp.PyArray_DATA(m)
+
+
+cdef int _float_type(cnp.ndarray x, cnp.ndarray out) except -1:
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError("kernels take float32 or float64 arrays")
+    if cnp.PyArray_TYPE(out) != typenum or not cnp.PyArray_ISNOTSWAPPED(x) \
+            or not cnp.PyArray_ISNOTSWAPPED(out) or not cnp.PyArray_ISWRITEABLE(out):
+        raise TypeError("kernel output must be a writeable native array of the input's dtype")
+    return typenum
+
+
+def softmax_rows(cnp.ndarray x not None, cnp.ndarray out not None, object mask,
+                 bint log_output, int n_threads):
+    """out[i] = softmax(x[i]) (log_softmax if log_output) for every row i; returns out."""
+    cdef int typenum = _float_type(x, out)
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1]
+    if out.shape[0] != n_rows or out.shape[1] != n_cols:
+        raise ValueError("kernel output shape differs from the input's")
+    cdef Py_ssize_t x_step = _row_step(x, n_cols), out_step = _row_step(out, n_cols)
+    cdef const unsigned char* mask_data = _mask_pointer(mask, n_rows, n_cols)
+    if n_rows == 0 or n_cols == 0:
+        return out
+    n_threads = max(1, min(n_threads, n_rows))
+    if typenum == cnp.NPY_FLOAT32:
+        with nogil:
+            _softmax_rows[float](<const float*>cnp.PyArray_DATA(x), x_step,
+                                 <float*>cnp.PyArray_DATA(out), out_step, mask_data,
+                                 n_rows, n_cols, log_output, n_threads)
+    else:
+        with nogil:
+            _softmax_rows[double](<const double*>cnp.PyArray_DATA(x), x_step,
+                                  <double*>cnp.PyArray_DATA(out), out_step, mask_data,
+                                  n_rows, n_cols, log_output, n_threads)
+    return out
+
+
+def sigsoftmax_rows(cnp.ndarray x not None, cnp.ndarray out not None, object mask,
+                    bint log_output, int n_threads):
+    """out[i] = sigsoftmax(x[i]) (its log if log_output) for every row i; returns out."""
+    cdef int typenum = _float_type(x, out)
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1]
+    if out.shape[0] != n_rows or out.shape[1] != n_cols:
+        raise ValueError("kernel output shape differs from the input's")
+    cdef Py_ssize_t x_step = _row_step(x, n_cols), out_step = _row_step(out, n_cols)
+    cdef const unsigned char* mask_data = _mask_pointer(mask, n_rows, n_cols)
+    if n_rows == 0 or n_cols == 0:
+        return out
+    n_threads = max(1, min(n_threads, n_rows))
+    cdef cnp.ndarray scratch = np.empty(n_threads * n_cols, dtype=np.float64)
+    cdef double* scratch_data = <double*>cnp.PyArray_DATA(scratch)
+    if typenum == cnp.NPY_FLOAT32:
+        with nogil:
+            _sigsoftmax_rows[float](<const float*>cnp.PyArray_DATA(x), x_step,
+                                    <float*>cnp.PyArray_DATA(out), out_step, mask_data,
+                                    scratch_data, n_rows, n_cols, log_output, n_threads)
+    else:
+        with nogil:
+            _sigsoftmax_rows[double](<const double*>cnp.PyArray_DATA(x), x_step,
+                                     <double*>cnp.PyArray_DATA(out), out_step, mask_data,
+                                     scratch_data, n_rows, n_cols, log_output, n_threads)
+    return out
+
+
+def logsumexp_rows(cnp.ndarray x not None, cnp.ndarray out not None, object mask, int n_threads):
+    """out[i] = log(sum(exp(x[i]))) for every row i; out is 1-D of length n_rows."""
+    cdef int typenum = _float_type(x, out)
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1]
+    cdef Py_ssize_t x_step = _row_step(x, n_cols)
+    if cnp.PyArray_NDIM(out) != 1 or out.shape[0] != n_rows or not cnp.PyArray_ISALIGNED(out) \
+            or cnp.PyArray_STRIDE(out, 0) % cnp.PyArray_ITEMSIZE(out) != 0:
+        raise ValueError("logsumexp kernel output must be aligned, 1-D, one value per row")
+    cdef Py_ssize_t out_step = cnp.PyArray_STRIDE(out, 0) // cnp.PyArray_ITEMSIZE(out)
+    cdef const unsigned char* mask_data = _mask_pointer(mask, n_rows, n_cols)
+    if n_rows == 0:
+        return out
+    if n_cols == 0:
+        out[...] = -np.inf
+        return out
+    n_threads = max(1, min(n_threads, n_rows))
+    cdef cnp.ndarray scratch = np.empty(
+        n_threads * n_cols if mask is not None else 0, dtype=x.dtype)
+    if typenum == cnp.NPY_FLOAT32:
+        with nogil:
+            _logsumexp_rows[float](<const float*>cnp.PyArray_DATA(x), x_step,
+                                   <float*>cnp.PyArray_DATA(out), out_step, mask_data,
+                                   <float*>cnp.PyArray_DATA(scratch), n_rows, n_cols, n_threads)
+    else:
+        with nogil:
+            _logsumexp_rows[double](<const double*>cnp.PyArray_DATA(x), x_step,
+                                    <double*>cnp.PyArray_DATA(out), out_step, mask_data,
+                                    <double*>cnp.PyArray_DATA(scratch), n_rows, n_cols, n_threads)
+    return out

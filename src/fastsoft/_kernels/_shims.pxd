@@ -1,0 +1,44 @@
+# C-level declarations shared by every kernel module: the branch-free math of fs_math.h, the
+# explicit-lane reductions of fs_reduce.h, and
+# an OpenMP shim, so that the same kernels build (serially) with a compiler that has no OpenMP.
+
+cdef extern from "fs_math.h" nogil:
+    float FS_expf_nonpos(float x) noexcept
+    double FS_exp_nonpos(double x) noexcept
+    double FS_log1p_unit(double t) noexcept
+
+cdef extern from "fs_reduce.h" nogil:
+    float FS_max_f32(const float* x, Py_ssize_t n) noexcept
+    double FS_max_f64(const double* x, Py_ssize_t n) noexcept
+    double FS_sum_f32(const float* x, Py_ssize_t n) noexcept
+    double FS_sum_f64(const double* x, Py_ssize_t n) noexcept
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define FS_OPENMP_ENABLED 1
+    #else
+    #define FS_OPENMP_ENABLED 0
+    static inline int omp_get_max_threads(void) { return 1; }
+    static inline int omp_get_thread_num(void) { return 0; }
+    #endif
+    """
+    const int FS_OPENMP_ENABLED
+    int omp_get_max_threads() noexcept nogil
+    int omp_get_thread_num() noexcept nogil
+
+cdef extern from *:
+    """
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    static int FS_cpu_has_avx2_fma(void)
+    {
+        /* libgcc's probe checks CPUID and that the OS saves the YMM state (XGETBV) */
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    #else
+    static int FS_cpu_has_avx2_fma(void) { return 0; }
+    #endif
+    """
+    int FS_cpu_has_avx2_fma() noexcept nogil

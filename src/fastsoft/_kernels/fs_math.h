@@ -1,0 +1,129 @@
+/*
+ * fs_math.h -- branch-free elementary functions for fastsoft's row kernels.
+ *
+ * Design:
+ * 1. Every function here is `static inline`, has no branches that depend on the data and
+ *    calls no libm routine, so a loop that calls it can be auto-vectorized by the compiler
+ *    (a plain exp() loop is never vectorized without -ffast-math, which we do not use
+ *    because it breaks NaN/inf semantics).
+ * 2. The exponentials are only defined for arguments <= 0 (plus -inf and NaN): every caller
+ *    exponentiates a shifted value x - max(x) <= 0, so overflow cannot happen and the
+ *    range reduction needs no upper clamp.  -inf gives exactly 0, NaN gives NaN.
+ * 3. exp: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, with a two-part ln2 whose high
+ *    part has enough trailing zeros that n*ln2_hi is exact (correct with or without FMA
+ *    contraction), then a Taylor polynomial (degree 7 for float, 13 for double: truncation
+ *    below 0.15 ulp) and a scaling by 2^n split in two factors so that results in the
+ *    subnormal range are still produced rather than flushed.  n is recovered with the
+ *    "shifter" trick (add 1.5*2^mantissa_bits and read the low bits), so NaN never goes
+ *    through a float->int conversion (undefined behaviour in C).
+ *    Measured accuracy is reported in docs/numerics.md (about 1 ulp).
+ * 4. log1p on [0, 1]: log(1+t) = k ln2 + log(m), 1+t = 2^k m with m in [sqrt(1/2), sqrt(2)],
+ *    log(m) = 2 atanh(s), s = (m-1)/(m+1), evaluated in the fdlibm order, plus a
+ *    first-order correction for the rounding of 1+t.  Used for softplus(-|z|) = log1p(exp(-|z|)) in sigsoftmax.
+ */
+#ifndef FS_MATH_H
+#define FS_MATH_H
+
+#include <stdint.h>
+#include <string.h>
+
+static inline uint32_t FS_bits_f32(float x) { uint32_t u; memcpy(&u, &x, sizeof u); return u; }
+static inline float FS_f32_from_bits(uint32_t u) { float x; memcpy(&x, &u, sizeof x); return x; }
+static inline uint64_t FS_bits_f64(double x) { uint64_t u; memcpy(&u, &x, sizeof u); return u; }
+static inline double FS_f64_from_bits(uint64_t u) { double x; memcpy(&x, &u, sizeof x); return x; }
+
+/* exp(x) for x <= 0 in float. Below -104, exp(x) rounds to +0 in float. */
+static inline float FS_expf_nonpos(float x)
+{
+    const float shifter = 12582912.0f;              /* 1.5 * 2^23 */
+    const float log2e = 1.44269504088896341f;
+    const float ln2_hi = 0.693359375f;              /* 8 significant bits: n*ln2_hi exact */
+    const float ln2_lo = -2.12194440e-4f;
+    x = (x < -104.0f) ? -104.0f : x;                /* NaN compares false and passes */
+    float t = x * log2e + shifter;
+    float n = t - shifter;                          /* round(x / ln2), exact */
+    int32_t ni = (int32_t)(FS_bits_f32(t) - FS_bits_f32(shifter));
+    float r = x - n * ln2_hi;
+    r = r - n * ln2_lo;
+    /* exp(r) = 1 + (r + r^2 h(r)): the small correction r^2 h is added to r and 1 last,
+       so the rounding of h barely matters and the result is within ~0.6 ulp */
+    float h = 1.0f / 5040.0f;
+    h = h * r + 1.0f / 720.0f;
+    h = h * r + 1.0f / 120.0f;
+    h = h * r + 1.0f / 24.0f;
+    h = h * r + 1.0f / 6.0f;
+    h = h * r + 0.5f;
+    float p = 1.0f + ((r * r) * h + r);
+    /* 2^n as two normal factors: n >= -150 would be subnormal as one factor */
+    int32_t n1 = ni / 2;
+    int32_t n2 = ni - n1;
+    float s1 = FS_f32_from_bits((uint32_t)(n1 + 127) << 23);
+    float s2 = FS_f32_from_bits((uint32_t)(n2 + 127) << 23);
+    return (p * s1) * s2;
+}
+
+/* exp(x) for x <= 0 in double. Below -746, exp(x) rounds to +0 in double. */
+static inline double FS_exp_nonpos(double x)
+{
+    const double shifter = 6755399441055744.0;      /* 1.5 * 2^52 */
+    const double log2e = 1.4426950408889634074;
+    const double ln2_hi = 6.93145751953125e-1;      /* 21 significant bits: n*ln2_hi exact */
+    const double ln2_lo = 1.42860682030941723212e-6;
+    x = (x < -746.0) ? -746.0 : x;
+    double t = x * log2e + shifter;
+    double n = t - shifter;
+    int64_t ni = (int64_t)(FS_bits_f64(t) - FS_bits_f64(shifter));
+    double r = x - n * ln2_hi;
+    r = r - n * ln2_lo;
+    double p = 1.0 / 6227020800.0;                  /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = 1.0 + ((r * r) * p + r);                    /* as in FS_expf_nonpos */
+    int64_t n1 = ni / 2;
+    int64_t n2 = ni - n1;
+    double s1 = FS_f64_from_bits((uint64_t)(n1 + 1023) << 52);
+    double s2 = FS_f64_from_bits((uint64_t)(n2 + 1023) << 52);
+    return (p * s1) * s2;
+}
+
+/* log(1 + t) for 0 <= t <= 1 (NaN gives NaN), in double. */
+static inline double FS_log1p_unit(double t)
+{
+    const double ln2_hi = 6.93147180369123816490e-01;   /* fdlibm split of ln2 */
+    const double ln2_lo = 1.90821492927058770002e-10;
+    double u = 1.0 + t;
+    double rounding = (t - (u - 1.0)) / u;               /* log(u + e) - log(u) ~ e/u */
+    int upper = u > 1.4142135623730951;
+    double m = upper ? 0.5 * u : u;
+    double k = upper ? 1.0 : 0.0;
+    /* log(1+f) = f - (f^2/2 - s (f^2/2 + R)) with s = f/(2+f), R = 2s^3/3 + ... over s:
+       the exact f is added last, the rest is a small correction (the fdlibm ordering) */
+    double f = m - 1.0;                                  /* exact: m is in [0.70, 1.42] */
+    double s = f / (2.0 + f);
+    double z = s * s;
+    double q = 2.0 / 21.0;                               /* |s| <= 0.1716: s^21 < 2^-53 */
+    q = q * z + 2.0 / 19.0;
+    q = q * z + 2.0 / 17.0;
+    q = q * z + 2.0 / 15.0;
+    q = q * z + 2.0 / 13.0;
+    q = q * z + 2.0 / 11.0;
+    q = q * z + 2.0 / 9.0;
+    q = q * z + 2.0 / 7.0;
+    q = q * z + 2.0 / 5.0;
+    q = q * z + 2.0 / 3.0;
+    double R = z * q;
+    double half_f2 = 0.5 * f * f;
+    double log_m = f - (half_f2 - s * (half_f2 + R));
+    return k * ln2_hi + (log_m + (k * ln2_lo + rounding));
+}
+
+#endif /* FS_MATH_H */

@@ -1,0 +1,167 @@
+/*
+ * fs_reduce.h -- row reductions (max, sums) written with explicit vector lanes.
+ *
+ * Design:
+ * 1. GCC does not vectorize a floating-point reduction through one accumulator without
+ *    -ffast-math (it may not reassociate the additions), and it did not vectorize the
+ *    same lane-by-lane loops as Cython emits them.  These reductions therefore spell the
+ *    lanes out with GCC/Clang vector extensions: 32-byte vectors, lowered to AVX by the
+ *    avx2 build and to pairs of SSE2 registers by the baseline build.  The order of
+ *    operations is fixed by the code, so every build gives the same result.
+ * 2. Two vector accumulators per reduction hide the add latency; the lanes are folded in
+ *    a fixed pairwise order at the end.
+ * 3. Compilers without vector extensions get the scalar loops at the bottom, which
+ *    compute the same lane sums in the same order.
+ */
+#ifndef FS_REDUCE_H
+#define FS_REDUCE_H
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FS_HAVE_VECTOR_EXTENSIONS 1
+typedef float FS_v8f __attribute__((vector_size(32)));
+typedef float FS_v4f __attribute__((vector_size(16)));
+typedef double FS_v4d __attribute__((vector_size(32)));
+typedef int FS_v8i __attribute__((vector_size(32)));
+typedef long long FS_v4l __attribute__((vector_size(32)));
+#else
+#define FS_HAVE_VECTOR_EXTENSIONS 0
+#endif
+
+/* Largest non-NaN value of x[0:n]; -inf when there is none (NaN never compares greater). */
+static inline float FS_max_f32(const float *x, ptrdiff_t n)
+{
+    float result = -INFINITY;
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v8f minus_inf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                              -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    FS_v8f m0 = minus_inf, m1 = minus_inf, a, b;
+    for (; j + 16 <= n; j += 16) {
+        memcpy(&a, x + j, sizeof a);
+        memcpy(&b, x + j + 8, sizeof b);
+        FS_v8i take_a = a > m0, take_b = b > m1;
+        m0 = (FS_v8f)(((FS_v8i)a & take_a) | ((FS_v8i)m0 & ~take_a));
+        m1 = (FS_v8f)(((FS_v8i)b & take_b) | ((FS_v8i)m1 & ~take_b));
+    }
+    for (int k = 0; k < 8; k++) {
+        result = m0[k] > result ? m0[k] : result;
+        result = m1[k] > result ? m1[k] : result;
+    }
+#endif
+    for (; j < n; j++)
+        result = x[j] > result ? x[j] : result;
+    return result;
+}
+
+static inline double FS_max_f64(const double *x, ptrdiff_t n)
+{
+    double result = -INFINITY;
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d minus_inf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    FS_v4d m0 = minus_inf, m1 = minus_inf, a, b;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, x + j, sizeof a);
+        memcpy(&b, x + j + 4, sizeof b);
+        FS_v4l take_a = a > m0, take_b = b > m1;
+        m0 = (FS_v4d)(((FS_v4l)a & take_a) | ((FS_v4l)m0 & ~take_a));
+        m1 = (FS_v4d)(((FS_v4l)b & take_b) | ((FS_v4l)m1 & ~take_b));
+    }
+    for (int k = 0; k < 4; k++) {
+        result = m0[k] > result ? m0[k] : result;
+        result = m1[k] > result ? m1[k] : result;
+    }
+#endif
+    for (; j < n; j++)
+        result = x[j] > result ? x[j] : result;
+    return result;
+}
+
+/* Sum of float x[0:n] in double: 8 double lanes, exact far below float precision. */
+static inline double FS_sum_f32(const float *x, ptrdiff_t n)
+{
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    FS_v4d s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0};
+    FS_v4f a, b;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, x + j, sizeof a);
+        memcpy(&b, x + j + 4, sizeof b);
+        s0 += __builtin_convertvector(a, FS_v4d);
+        s1 += __builtin_convertvector(b, FS_v4d);
+    }
+    for (int k = 0; k < 4; k++) {
+        lane[k] = s0[k];
+        lane[4 + k] = s1[k];
+    }
+#else
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++)
+            lane[k] += (double)x[j + k];
+#endif
+    for (; j < n; j++)
+        lane[0] += (double)x[j];
+    return ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+}
+
+/* Sum of double x[0:n] with a Kahan-compensated accumulator per lane: a lane that holds
+   a 1.0 and then adds many tiny terms keeps them (relative error about 2u for positive
+   terms, whatever n).  Returns the sum; the lane results are combined compensated. */
+static inline double FS_sum_f64(const double *x, ptrdiff_t n)
+{
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double lost[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    FS_v4d s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0}, c0 = {0, 0, 0, 0}, c1 = {0, 0, 0, 0};
+    FS_v4d a, b, t0, t1;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, x + j, sizeof a);
+        memcpy(&b, x + j + 4, sizeof b);
+        a -= c0;
+        b -= c1;
+        t0 = s0 + a;
+        t1 = s1 + b;
+        c0 = (t0 - s0) - a;
+        c1 = (t1 - s1) - b;
+        s0 = t0;
+        s1 = t1;
+    }
+    for (int k = 0; k < 4; k++) {
+        lane[k] = s0[k];
+        lane[4 + k] = s1[k];
+        lost[k] = c0[k];
+        lost[4 + k] = c1[k];
+    }
+#else
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) {
+            double term = x[j + k] - lost[k];
+            double updated = lane[k] + term;
+            lost[k] = (updated - lane[k]) - term;
+            lane[k] = updated;
+        }
+#endif
+    for (; j < n; j++) {
+        double term = x[j] - lost[0];
+        double updated = lane[0] + term;
+        lost[0] = (updated - lane[0]) - term;
+        lane[0] = updated;
+    }
+    /* Neumaier fold of the eight lane sums, minus what each lane lost */
+    double total = 0.0, compensation = 0.0;
+    for (int k = 0; k < 8; k++) {
+        double t = total + lane[k];
+        compensation += fabs(total) >= fabs(lane[k]) ? (total - t) + lane[k] : (lane[k] - t) + total;
+        total = t;
+        compensation -= lost[k];
+    }
+    return total + compensation;
+}
+
+#endif /* FS_REDUCE_H */

@@ -1,0 +1,77 @@
+"""Move the computed axis last and present the data as 2-D rows the kernels accept.
+
+The kernels take (n_rows, n_cols) arrays whose rows are contiguous but may be separated by
+any row step.  A view is used whenever the data already has that shape in memory (the
+common axis=-1 case, slices of rows, negative row steps); otherwise a C-contiguous copy.
+``axis=None`` makes the whole array (C order) one row.
+"""
+
+import numpy as np
+
+
+def _moved(a, axis):
+    """a with `axis` last, always a view (axis None: a itself)."""
+    if axis is None or axis == a.ndim - 1:
+        return a
+    return np.moveaxis(a, axis, -1)
+
+
+def rows_shape(shape, axis):
+    """(n_rows, n_cols) of an array of `shape` computed along `axis`."""
+    size = int(np.prod(shape, dtype=np.int64))
+    n_cols = size if axis is None else shape[axis]
+    return (size // n_cols if n_cols else 0), n_cols
+
+
+def rows_view(a, axis):
+    """a as kernel rows without copying, or None when its memory does not allow it."""
+    try:
+        rows = np.reshape(_moved(a, axis), rows_shape(a.shape, axis), copy=False)
+    except ValueError:
+        return None
+    itemsize = rows.itemsize
+    if rows.shape[1] > 1 and rows.strides[1] != itemsize:
+        return None
+    if rows.strides[0] % itemsize or not rows.flags.aligned:
+        return None
+    return rows
+
+
+def rows_of(a, axis):
+    """a as kernel rows: a view when possible, else a C-contiguous copy."""
+    rows = rows_view(a, axis)
+    if rows is None:
+        rows = np.ascontiguousarray(_moved(a, axis)).reshape(rows_shape(a.shape, axis))
+    return rows
+
+
+def mask_rows(mask, axis):
+    """A broadcast boolean mask as C-contiguous kernel rows (a fresh array)."""
+    return np.ascontiguousarray(_moved(mask, axis)).reshape(rows_shape(mask.shape, axis))
+
+
+def _address(a):
+    return a.__array_interface__["data"][0]
+
+
+def output_rows(target, axis, x_rows):
+    """Rows the kernel may write directly into `target`, or None if a temporary is needed.
+
+    None when target's memory cannot be viewed as rows, or when it overlaps the input rows
+    in any way other than being exactly the same rows (in-place): the kernels read a row
+    before writing it, but know nothing of other overlaps.
+    """
+    rows = rows_view(target, axis)
+    if rows is None:
+        return None
+    if np.may_share_memory(rows, x_rows) and not (
+        _address(rows) == _address(x_rows) and rows.strides == x_rows.strides
+    ):
+        return None
+    return rows
+
+
+def write_back(target, axis, rows):
+    """Copy computed rows into target (casting, e.g. float32 -> float16)."""
+    destination = _moved(target, axis)
+    np.copyto(destination, rows.reshape(destination.shape), casting="unsafe")
