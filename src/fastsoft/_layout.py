@@ -6,6 +6,8 @@ common axis=-1 case, slices of rows, negative row steps); otherwise a C-contiguo
 ``axis=None`` makes the whole array (C order) one row.
 """
 
+import math
+
 import numpy as np
 
 
@@ -18,13 +20,15 @@ def _moved(a, axis):
 
 def rows_shape(shape, axis):
     """(n_rows, n_cols) of an array of `shape` computed along `axis`."""
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)
     n_cols = size if axis is None else shape[axis]
     return (size // n_cols if n_cols else 0), n_cols
 
 
 def rows_view(a, axis):
     """a as kernel rows without copying, or None when its memory does not allow it."""
+    if a.flags.c_contiguous and (axis is None or axis == a.ndim - 1):
+        return a.reshape(rows_shape(a.shape, axis))  # the common case, a view for sure
     try:
         rows = np.reshape(_moved(a, axis), rows_shape(a.shape, axis), copy=False)
     except ValueError:

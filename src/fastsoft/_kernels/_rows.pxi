@@ -57,10 +57,10 @@ cdef inline void _exp_shifted_chunk(const real* x, real* e, Py_ssize_t n, real s
     cdef Py_ssize_t j
     if real is float:
         for j in range(n):
-            e[j] = FS_expf_nonpos(x[j] - shift)
+            e[j] = FS_expf(x[j] - shift)
     else:
         for j in range(n):
-            e[j] = FS_exp_nonpos(x[j] - shift)
+            e[j] = FS_exp(x[j] - shift)
 
 
 cdef inline double _row_exp_shifted_sum(const real* x, real* e, Py_ssize_t n, real shift) noexcept nogil:
@@ -157,11 +157,11 @@ cdef inline void _row_sigsoftmax_gap(const real* z, double* gap, Py_ssize_t n, r
     cdef double m = <double>z_max
     cdef double m_neg = m if m < 0 else 0.0
     cdef double m_abs = m if m >= 0 else -m
-    cdef double m_tail = FS_log1p_unit(FS_exp_nonpos(-m_abs))
+    cdef double m_tail = FS_log1p_unit(FS_exp(-m_abs))
     cdef double zj, zj_neg, zj_abs
     cdef Py_ssize_t j
     for j in range(n):
         zj = <double>z[j]
         zj_neg = zj if zj < 0 else 0.0
         zj_abs = zj if zj >= 0 else -zj
-        gap[j] = ((zj - m) + (zj_neg - m_neg)) - (FS_log1p_unit(FS_exp_nonpos(-zj_abs)) - m_tail)
+        gap[j] = ((zj - m) + (zj_neg - m_neg)) - (FS_log1p_unit(FS_exp(-zj_abs)) - m_tail)

@@ -3,9 +3,10 @@
 # an OpenMP shim, so that the same kernels build (serially) with a compiler that has no OpenMP.
 
 cdef extern from "fs_math.h" nogil:
-    float FS_expf_nonpos(float x) noexcept
-    double FS_exp_nonpos(double x) noexcept
+    float FS_expf(float x) noexcept
+    double FS_exp(double x) noexcept
     double FS_log1p_unit(double t) noexcept
+    double FS_sigmoid(double z) noexcept
 
 cdef extern from "fs_reduce.h" nogil:
     float FS_max_f32(const float* x, Py_ssize_t n) noexcept

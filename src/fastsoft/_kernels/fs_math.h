@@ -6,9 +6,10 @@
  *    calls no libm routine, so a loop that calls it can be auto-vectorized by the compiler
  *    (a plain exp() loop is never vectorized without -ffast-math, which we do not use
  *    because it breaks NaN/inf semantics).
- * 2. The exponentials are only defined for arguments <= 0 (plus -inf and NaN): every caller
- *    exponentiates a shifted value x - max(x) <= 0, so overflow cannot happen and the
- *    range reduction needs no upper clamp.  -inf gives exactly 0, NaN gives NaN.
+ * 2. The exponentials clamp their argument to the range where the result is neither 0 nor
+ *    inf, so the scaling by 2^n can never wrap; -inf gives exactly 0, +inf gives +inf and
+ *    NaN gives NaN (a NaN passes both clamps, whose comparisons are false).  The forward
+ *    kernels only pass shifted values x - max(x) <= 0.
  * 3. exp: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, with a two-part ln2 whose high
  *    part has enough trailing zeros that n*ln2_hi is exact (correct with or without FMA
  *    contraction), then a Taylor polynomial (degree 7 for float, 13 for double: truncation
@@ -32,14 +33,16 @@ static inline float FS_f32_from_bits(uint32_t u) { float x; memcpy(&x, &u, sizeo
 static inline uint64_t FS_bits_f64(double x) { uint64_t u; memcpy(&u, &x, sizeof u); return u; }
 static inline double FS_f64_from_bits(uint64_t u) { double x; memcpy(&x, &u, sizeof x); return x; }
 
-/* exp(x) for x <= 0 in float. Below -104, exp(x) rounds to +0 in float. */
-static inline float FS_expf_nonpos(float x)
+/* exp(x) in float: below -104 it rounds to +0, above 89 it is +inf. Fastest and most
+   accurate for the x <= 0 that the forward kernels pass. */
+static inline float FS_expf(float x)
 {
     const float shifter = 12582912.0f;              /* 1.5 * 2^23 */
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693359375f;              /* 8 significant bits: n*ln2_hi exact */
     const float ln2_lo = -2.12194440e-4f;
     x = (x < -104.0f) ? -104.0f : x;                /* NaN compares false and passes */
+    x = (x > 89.0f) ? 89.0f : x;                    /* exp(89) overflows to inf below */
     float t = x * log2e + shifter;
     float n = t - shifter;                          /* round(x / ln2), exact */
     int32_t ni = (int32_t)(FS_bits_f32(t) - FS_bits_f32(shifter));
@@ -62,14 +65,15 @@ static inline float FS_expf_nonpos(float x)
     return (p * s1) * s2;
 }
 
-/* exp(x) for x <= 0 in double. Below -746, exp(x) rounds to +0 in double. */
-static inline double FS_exp_nonpos(double x)
+/* exp(x) in double: below -746 it rounds to +0, above 710 it is +inf. */
+static inline double FS_exp(double x)
 {
     const double shifter = 6755399441055744.0;      /* 1.5 * 2^52 */
     const double log2e = 1.4426950408889634074;
     const double ln2_hi = 6.93145751953125e-1;      /* 21 significant bits: n*ln2_hi exact */
     const double ln2_lo = 1.42860682030941723212e-6;
     x = (x < -746.0) ? -746.0 : x;
+    x = (x > 710.0) ? 710.0 : x;
     double t = x * log2e + shifter;
     double n = t - shifter;
     int64_t ni = (int64_t)(FS_bits_f64(t) - FS_bits_f64(shifter));
@@ -87,7 +91,7 @@ static inline double FS_exp_nonpos(double x)
     p = p * r + 1.0 / 24.0;
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
-    p = 1.0 + ((r * r) * p + r);                    /* as in FS_expf_nonpos */
+    p = 1.0 + ((r * r) * p + r);                    /* as in FS_expf */
     int64_t n1 = ni / 2;
     int64_t n2 = ni - n1;
     double s1 = FS_f64_from_bits((uint64_t)(n1 + 1023) << 52);
@@ -124,6 +128,15 @@ static inline double FS_log1p_unit(double t)
     double half_f2 = 0.5 * f * f;
     double log_m = f - (half_f2 - s * (half_f2 + R));
     return k * ln2_hi + (log_m + (k * ln2_lo + rounding));
+}
+
+/* The logistic sigmoid 1/(1+exp(-z)) in double, through exp(-|z|) so that nothing
+   overflows: sigma(-inf) = 0, sigma(+inf) = 1, NaN gives NaN. */
+static inline double FS_sigmoid(double z)
+{
+    double t = FS_exp(z >= 0 ? -z : z);
+    double numerator = z >= 0 ? 1.0 : t;
+    return numerator / (1.0 + t);
 }
 
 #endif /* FS_MATH_H */
