@@ -1,7 +1,15 @@
 """fastsoft: fast, numerically careful softmax-family functions for NumPy on the CPU."""
 
 from ._activations import log_sigsoftmax, log_softmax, logsumexp, sigsoftmax, softmax
+from ._backward import (
+    log_sigsoftmax_backward,
+    log_softmax_backward,
+    logsumexp_backward,
+    sigsoftmax_backward,
+    softmax_backward,
+)
 from ._config import get_num_threads, set_num_threads, show_config
+from ._losses import cross_entropy
 from ._version import __version__
 
 __all__ = [
@@ -10,6 +18,12 @@ __all__ = [
     "logsumexp",
     "sigsoftmax",
     "log_sigsoftmax",
+    "softmax_backward",
+    "log_softmax_backward",
+    "logsumexp_backward",
+    "sigsoftmax_backward",
+    "log_sigsoftmax_backward",
+    "cross_entropy",
     "get_num_threads",
     "set_num_threads",
     "show_config",

@@ -4,7 +4,7 @@ import numpy as np
 
 from . import _kernels
 from ._config import resolve_threads
-from ._layout import mask_rows, output_rows, rows_of, rows_shape, rows_view, write_back
+from ._layout import mask_rows, result_rows, rows_of, rows_shape, write_back
 from ._validation import as_float_array, check_out, check_where, normalize_axis
 
 _COMMON_PARAMETERS = """\
@@ -59,23 +59,14 @@ def _transform(name, kernel, log_output, x, axis, out, where, num_threads):
     axis = normalize_axis(axis, x.ndim, name)
     out = check_out(out, x.shape, result_dtype, name)
     mask = check_where(where, x.shape, name)
-    if out is None:
-        target = np.empty(x.shape, dtype=result_dtype)
-        if x.size == 0:
-            return target
-        x_rows = rows_of(x, axis)
-        # a fresh array cannot overlap the input
-        direct = rows_view(target, axis) if result_dtype == x.dtype else None
-    else:
-        target = out
-        if x.size == 0:
-            return target
-        x_rows = rows_of(x, axis)
-        direct = output_rows(target, axis, x_rows) if target.dtype == x.dtype else None
-    n_threads = resolve_threads(num_threads, x.size)
-    rows = direct if direct is not None else np.empty(x_rows.shape, dtype=x.dtype)
-    kernel(x_rows, rows, None if mask is None else mask_rows(mask, axis), log_output, n_threads)
-    if direct is None:
+    target = np.empty(x.shape, dtype=result_dtype) if out is None else out
+    if x.size == 0:
+        return target
+    x_rows = rows_of(x, axis)
+    rows, direct = result_rows(target, axis, x.dtype, out is None, x_rows)
+    kernel(x_rows, rows, None if mask is None else mask_rows(mask, axis), log_output,
+           resolve_threads(num_threads, x.size))
+    if not direct:
         write_back(target, axis, rows)
     return target
 

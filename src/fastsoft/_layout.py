@@ -58,21 +58,36 @@ def _address(a):
     return a.__array_interface__["data"][0]
 
 
-def output_rows(target, axis, x_rows):
+def output_rows(target, axis, *input_rows):
     """Rows the kernel may write directly into `target`, or None if a temporary is needed.
 
-    None when target's memory cannot be viewed as rows, or when it overlaps the input rows
-    in any way other than being exactly the same rows (in-place): the kernels read a row
-    before writing it, but know nothing of other overlaps.
+    None when target's memory cannot be viewed as rows, or when it overlaps any input's
+    rows in a way other than being exactly the same rows (in place): the kernels read an
+    element before writing the same element, but know nothing of other overlaps.
     """
     rows = rows_view(target, axis)
     if rows is None:
         return None
-    if np.may_share_memory(rows, x_rows) and not (
-        _address(rows) == _address(x_rows) and rows.strides == x_rows.strides
-    ):
-        return None
+    for source in input_rows:
+        if np.may_share_memory(rows, source) and not (
+            _address(rows) == _address(source) and rows.strides == source.strides
+        ):
+            return None
     return rows
+
+
+def result_rows(target, axis, work_dtype, fresh, *input_rows):
+    """(rows for the kernel to write, whether they are `target`'s own memory).
+
+    A fresh target (allocated by the caller) is used directly whenever its dtype is the
+    work dtype; a user's `out` only if it also cannot partially overlap an input.
+    Otherwise a temporary of the inputs' row shape is returned, for `write_back`.
+    """
+    if target.dtype == work_dtype:
+        rows = rows_view(target, axis) if fresh else output_rows(target, axis, *input_rows)
+        if rows is not None:
+            return rows, True
+    return np.empty(input_rows[0].shape, dtype=work_dtype), False
 
 
 def write_back(target, axis, rows):

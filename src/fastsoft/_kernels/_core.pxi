@@ -21,7 +21,7 @@ cimport numpy as cnp
 from cython.parallel cimport prange, parallel
 
 from fastsoft._kernels._shims cimport (
-    FS_expf, FS_exp, FS_log1p_unit,
+    FS_expf, FS_exp, FS_log1p_unit, FS_sigmoid,
     FS_max_f32, FS_max_f64, FS_sum_f32, FS_sum_f64,
     FS_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_num, FS_cpu_has_avx2_fma,
 )
@@ -272,3 +272,7 @@ def logsumexp_rows(cnp.ndarray x not None, cnp.ndarray out not None, object mask
                                     <double*>cnp.PyArray_DATA(out), out_step, mask_data,
                                     <double*>cnp.PyArray_DATA(scratch), n_rows, n_cols, n_threads)
     return out
+
+
+include "_backward.pxi"
+include "_loss.pxi"

@@ -1,0 +1,213 @@
+# Backward kernels: vector-Jacobian products of the five forward transforms.
+#
+# Design:
+# 1. Each is one row reduction (a sum of g, or of g*y) and one elementwise pass, reading
+#    the forward's output (and, for sigsoftmax, its input) rather than recomputing the
+#    forward.  out may alias grad_output (every element is read before it is written).
+# 2. Reductions form their terms in double in a CHUNK-sized stack buffer (masked terms set
+#    to 0) and add them with the Kahan-lane sum, so masking costs no extra pass.
+# 3. Masked entries get exactly 0.  Where the kernel sees x, a row with no finite-or-+inf
+#    logit among its unmasked entries (all -inf, or fully masked) gets exactly 0: the
+#    forward is constant -inf/undefined there, and 0 is the gradient that accumulates
+#    harmlessly (PyTorch issue 31829).  A -inf logit is never turned into NaN.
+
+cdef enum:
+    SOFTMAX_VJP = 0
+    LOG_SOFTMAX_VJP = 1
+    SIGSOFTMAX_VJP = 2
+    LOG_SIGSOFTMAX_VJP = 3
+
+
+cdef inline double _row_masked_dot(const real* a, const real* b, const unsigned char* mask,
+                                   Py_ssize_t n) noexcept nogil:
+    """Σ a[j] * b[j] over unmasked j (b NULL: Σ a[j]), in double."""
+    cdef double terms[CHUNK]
+    cdef double total = 0.0, compensation = 0.0
+    cdef Py_ssize_t start = 0, length, j
+    while start < n:
+        length = n - start if n - start < CHUNK else CHUNK
+        if b == NULL:
+            for j in range(length):
+                terms[j] = <double>a[start + j]
+        else:
+            for j in range(length):
+                terms[j] = <double>a[start + j] * <double>b[start + j]
+        if mask != NULL:
+            for j in range(length):
+                terms[j] = terms[j] if mask[start + j] != 0 else 0.0
+        _add_compensated(&total, &compensation, FS_sum_f64(terms, length))
+        start += length
+    return total + compensation
+
+
+cdef inline real _row_max_unmasked(const real* x, const unsigned char* mask, Py_ssize_t n) noexcept nogil:
+    """Largest non-NaN unmasked value of x; -inf when there is none."""
+    cdef real values[CHUNK]
+    cdef real result = -INFINITY, chunk_max
+    cdef Py_ssize_t start = 0, length, j
+    if mask == NULL:
+        return _row_max(x, n)
+    while start < n:
+        length = n - start if n - start < CHUNK else CHUNK
+        for j in range(length):
+            values[j] = x[start + j] if mask[start + j] != 0 else -INFINITY
+        chunk_max = _row_max(values, length)
+        result = chunk_max if chunk_max > result else result
+        start += length
+    return result
+
+
+cdef inline void _row_vjp(const real* g, const real* y, const real* z, real* out,
+                          const unsigned char* mask, Py_ssize_t n, int kind) noexcept nogil:
+    """out = vector-Jacobian product of one row (see the module comment for the cases)."""
+    cdef double reduced, factor
+    cdef bint takes_product = kind == SOFTMAX_VJP or kind == SIGSOFTMAX_VJP
+    cdef Py_ssize_t j
+    if z != NULL and _row_max_unmasked(z, mask, n) == -INFINITY:
+        _row_fill(out, n, 0)
+        return
+    reduced = _row_masked_dot(g, y if takes_product else <const real*>NULL, mask, n)
+    if kind == SOFTMAX_VJP:
+        for j in range(n):
+            out[j] = <real>(<double>y[j] * (<double>g[j] - reduced))
+    elif kind == LOG_SOFTMAX_VJP:
+        for j in range(n):
+            out[j] = <real>(<double>g[j] - FS_exp(<double>y[j]) * reduced)
+    elif kind == SIGSOFTMAX_VJP:
+        for j in range(n):
+            factor = 2.0 - FS_sigmoid(<double>z[j])
+            out[j] = <real>(factor * (<double>y[j] * (<double>g[j] - reduced)))
+    else:
+        for j in range(n):
+            factor = 2.0 - FS_sigmoid(<double>z[j])
+            out[j] = <real>(factor * (<double>g[j] - FS_exp(<double>y[j]) * reduced))
+    if mask != NULL:
+        for j in range(n):
+            out[j] = out[j] if mask[j] != 0 else 0
+
+
+cdef inline void _row_logsumexp_vjp(real g, const real* x, real lse, real* out,
+                                    const unsigned char* mask, Py_ssize_t n) noexcept nogil:
+    """out[j] = g * exp(x[j] - lse); 0 where x[j] is -inf or masked (no NaN from -inf - -inf)."""
+    cdef Py_ssize_t j
+    cdef real e
+    for j in range(n):
+        if real is float:
+            e = FS_expf(x[j] - lse)
+        else:
+            e = FS_exp(x[j] - lse)
+        out[j] = 0 if x[j] == -INFINITY else g * e
+    if mask != NULL:
+        for j in range(n):
+            out[j] = out[j] if mask[j] != 0 else 0
+
+
+cdef void _vjp_rows(const real* g, Py_ssize_t g_step, const real* y, Py_ssize_t y_step,
+                    const real* z, Py_ssize_t z_step, real* out, Py_ssize_t out_step,
+                    const unsigned char* mask, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                    int kind, int n_threads) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in prange(n_rows, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
+        _row_vjp(g + i * g_step, y + i * y_step, z + i * z_step if z != NULL else NULL,
+                 out + i * out_step, mask + i * n_cols if mask != NULL else NULL, n_cols, kind)
+
+
+cdef void _logsumexp_vjp_rows(const real* g, Py_ssize_t g_step, const real* x, Py_ssize_t x_step,
+                              const real* lse, Py_ssize_t lse_step, real* out, Py_ssize_t out_step,
+                              const unsigned char* mask, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                              int n_threads) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in prange(n_rows, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
+        _row_logsumexp_vjp(g[i * g_step], x + i * x_step, lse[i * lse_step], out + i * out_step,
+                           mask + i * n_cols if mask != NULL else NULL, n_cols)
+
+
+cdef Py_ssize_t _vector_step(cnp.ndarray a, Py_ssize_t n) except -1:
+    """Element step of a 1-D array of length n (ValueError otherwise)."""
+    if cnp.PyArray_NDIM(a) != 1 or a.shape[0] != n or not cnp.PyArray_ISALIGNED(a) \
+            or cnp.PyArray_STRIDE(a, 0) % cnp.PyArray_ITEMSIZE(a) != 0:
+        raise ValueError("kernel vectors must be aligned, 1-D, one value per row")
+    return cnp.PyArray_STRIDE(a, 0) // cnp.PyArray_ITEMSIZE(a)
+
+
+def vjp_rows(int kind, cnp.ndarray g not None, cnp.ndarray y not None, object z,
+             cnp.ndarray out not None, object mask, int n_threads):
+    """out[i] = VJP of row i: kind 0 softmax, 1 log_softmax, 2 sigsoftmax, 3 log_sigsoftmax.
+
+    g, y, out (and z for the sigsoftmax kinds, else None) are (n_rows, n_cols) kernel rows of
+    one float dtype.  Returns out.
+    """
+    cdef int typenum = _float_type(g, out)
+    cdef Py_ssize_t n_rows = g.shape[0], n_cols = g.shape[1]
+    cdef cnp.ndarray z_array
+    cdef Py_ssize_t z_step = 0
+    cdef const char* z_data = NULL
+    if kind < SOFTMAX_VJP or kind > LOG_SIGSOFTMAX_VJP:
+        raise ValueError("unknown VJP kind")
+    if (cnp.PyArray_TYPE(y) != typenum or y.shape[0] != n_rows or y.shape[1] != n_cols
+            or out.shape[0] != n_rows or out.shape[1] != n_cols):
+        raise ValueError("VJP kernel arrays must share dtype and shape")
+    if (kind == SIGSOFTMAX_VJP or kind == LOG_SIGSOFTMAX_VJP) != (z is not None):
+        raise ValueError("the sigsoftmax VJPs need the logits, the others do not")
+    if z is not None:
+        z_array = <cnp.ndarray?>z
+        if cnp.PyArray_TYPE(z_array) != typenum or z_array.shape[0] != n_rows \
+                or z_array.shape[1] != n_cols:
+            raise ValueError("VJP kernel arrays must share dtype and shape")
+        z_step = _row_step(z_array, n_cols)
+        z_data = <const char*>cnp.PyArray_DATA(z_array)
+    cdef Py_ssize_t g_step = _row_step(g, n_cols), y_step = _row_step(y, n_cols)
+    cdef Py_ssize_t out_step = _row_step(out, n_cols)
+    cdef const unsigned char* mask_data = _mask_pointer(mask, n_rows, n_cols)
+    if n_rows == 0 or n_cols == 0:
+        return out
+    n_threads = max(1, min(n_threads, n_rows))
+    if typenum == cnp.NPY_FLOAT32:
+        with nogil:
+            _vjp_rows[float](<const float*>cnp.PyArray_DATA(g), g_step,
+                             <const float*>cnp.PyArray_DATA(y), y_step,
+                             <const float*>z_data, z_step,
+                             <float*>cnp.PyArray_DATA(out), out_step,
+                             mask_data, n_rows, n_cols, kind, n_threads)
+    else:
+        with nogil:
+            _vjp_rows[double](<const double*>cnp.PyArray_DATA(g), g_step,
+                              <const double*>cnp.PyArray_DATA(y), y_step,
+                              <const double*>z_data, z_step,
+                              <double*>cnp.PyArray_DATA(out), out_step,
+                              mask_data, n_rows, n_cols, kind, n_threads)
+    return out
+
+
+def logsumexp_vjp_rows(cnp.ndarray g not None, cnp.ndarray x not None, cnp.ndarray lse not None,
+                       cnp.ndarray out not None, object mask, int n_threads):
+    """out[i, j] = g[i] * exp(x[i, j] - lse[i]) (0 at -inf or masked x); g, lse 1-D per row."""
+    cdef int typenum = _float_type(x, out)
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1]
+    if cnp.PyArray_TYPE(g) != typenum or cnp.PyArray_TYPE(lse) != typenum:
+        raise ValueError("logsumexp VJP kernel arrays must share dtype")
+    if out.shape[0] != n_rows or out.shape[1] != n_cols:
+        raise ValueError("kernel output shape differs from the input's")
+    cdef Py_ssize_t g_step = _vector_step(g, n_rows), lse_step = _vector_step(lse, n_rows)
+    cdef Py_ssize_t x_step = _row_step(x, n_cols), out_step = _row_step(out, n_cols)
+    cdef const unsigned char* mask_data = _mask_pointer(mask, n_rows, n_cols)
+    if n_rows == 0 or n_cols == 0:
+        return out
+    n_threads = max(1, min(n_threads, n_rows))
+    if typenum == cnp.NPY_FLOAT32:
+        with nogil:
+            _logsumexp_vjp_rows[float](<const float*>cnp.PyArray_DATA(g), g_step,
+                                       <const float*>cnp.PyArray_DATA(x), x_step,
+                                       <const float*>cnp.PyArray_DATA(lse), lse_step,
+                                       <float*>cnp.PyArray_DATA(out), out_step,
+                                       mask_data, n_rows, n_cols, n_threads)
+    else:
+        with nogil:
+            _logsumexp_vjp_rows[double](<const double*>cnp.PyArray_DATA(g), g_step,
+                                        <const double*>cnp.PyArray_DATA(x), x_step,
+                                        <const double*>cnp.PyArray_DATA(lse), lse_step,
+                                        <double*>cnp.PyArray_DATA(out), out_step,
+                                        mask_data, n_rows, n_cols, n_threads)
+    return out

@@ -1,0 +1,199 @@
+# Fused cross-entropy: the loss of a row and its gradient from one visit of the logits.
+#
+# Design:
+# 1. With target weights B_j (index target t, smoothing eps, class weights w, C classes:
+#    B_j = (1 - eps) w_t [j == t] + (eps / C) w_j; probability target q:
+#    B_j = w_j ((1 - eps) q_j + eps / C)) and A = Σ_j B_j, the loss of a row is
+#    L = -Σ_j B_j log p_j = A log S + Σ_j B_j (-d_j), where d_j = x_j - max(x) <= 0 are the
+#    shifted logits and S = Σ_j exp(d_j); its gradient is dL/dx_j = A p_j - B_j.  For
+#    sigsoftmax, d_j are the log-domain gaps w(z_j) - max w and every column carries the
+#    extra factor (2 - sigmoid(z_j)) (Kanai et al., Theorem 5).
+# 2. Per row: (a) the max, then d_j into a per-thread double row `work`; (b) one pass that
+#    adds up log S (max term taken out, log1p as in logsumexp) and Σ B_j (-d_j) — all terms
+#    non-negative, so nothing cancels — while replacing d_j by exp(d_j) in `work`;
+#    (c) if a gradient is wanted, one pass writing scale * (A e_j / S - B_j).  The logits
+#    are read in (a) and, for sigsoftmax's factor, in (c) just before the gradient element
+#    is written, so the gradient may overwrite the logits (grad_out=logits).
+# 3. All arithmetic after reading the logits is in double, for both dtypes.
+# 4. Ignored rows (index target == ignore_index) get loss 0 and gradient 0 without reading
+#    anything; the class weights are never indexed with ignore_index.  0 * log 0 counts as
+#    0: a zero target weight never turns a -inf logit into NaN.
+
+cdef inline double _row_cross_entropy(
+        const real* x, Py_ssize_t n,                       # IN: logits row
+        Py_ssize_t target, const real* q,                  # IN: index target, or q row (target < 0)
+        const double* w, double w_total,                   # IN: class weights (NULL: all 1), Σ w
+        double smoothing, bint sigsoftmax,
+        double* work,                                      # scratch: n doubles
+        real* grad, double grad_scale) noexcept nogil:     # OUT: gradient row (NULL: none)
+    """Loss of one (not ignored) row; writes grad_scale * dL/dx into grad if it is not NULL."""
+    cdef double per_class = smoothing / n, keep = 1.0 - smoothing
+    cdef double exp_off_max[CHUNK]
+    cdef double weighted_gap[CHUNK]
+    cdef double target_weight[CHUNK]
+    cdef double sum_off_max = 0.0, sum_off_max_lost = 0.0
+    cdef double gap_total = 0.0, gap_total_lost = 0.0
+    cdef double weight_sum = 0.0, weight_sum_lost = 0.0
+    cdef double d, e, b, w_j, w_t = 1.0, target_d = 0.0, log_s, A, inverse_s, loss, value
+    cdef Py_ssize_t j, start = 0, length, ties = 0
+    cdef bint has_index = q == NULL
+    cdef real row_max = _row_max(x, n)
+
+    # (a) shifted logits
+    if sigsoftmax:
+        _row_sigsoftmax_gap(x, work, n, row_max)
+    else:
+        for j in range(n):
+            work[j] = <double>x[j] - <double>row_max
+    if has_index:
+        target_d = work[target]
+        w_t = w[target] if w != NULL else 1.0
+
+    # (b) log S and Σ B_j (-d_j), replacing d_j by exp(d_j)
+    while start < n:
+        length = n - start if n - start < CHUNK else CHUNK
+        for j in range(length):
+            d = work[start + j]
+            e = FS_exp(d)
+            ties += d == 0
+            exp_off_max[j] = 0.0 if d == 0 else e
+            work[start + j] = e
+            w_j = w[start + j] if w != NULL else 1.0
+            if has_index:
+                b = per_class * w_j        # the target's own term is added after the loop
+            else:
+                b = w_j * (keep * <double>q[start + j] + per_class)
+            target_weight[j] = b
+            weighted_gap[j] = 0.0 if b == 0 else b * -d
+        _add_compensated(&sum_off_max, &sum_off_max_lost, FS_sum_f64(exp_off_max, length))
+        _add_compensated(&gap_total, &gap_total_lost, FS_sum_f64(weighted_gap, length))
+        if not has_index:
+            _add_compensated(&weight_sum, &weight_sum_lost, FS_sum_f64(target_weight, length))
+        start += length
+    sum_off_max += sum_off_max_lost
+    log_s = _log_normalizer(sum_off_max, ties)
+    if has_index:
+        A = keep * w_t + per_class * w_total
+        loss = keep * w_t * (log_s - target_d) + (per_class * w_total * log_s
+                                                   + (gap_total + gap_total_lost))
+    else:
+        A = weight_sum + weight_sum_lost
+        loss = A * log_s + (gap_total + gap_total_lost)
+    if grad == NULL:
+        return loss
+
+    # (c) gradient
+    inverse_s = 1.0 / (sum_off_max + <double>ties)
+    for j in range(n):
+        w_j = w[j] if w != NULL else 1.0
+        if has_index:
+            b = per_class * w_j + (keep * w_t if j == target else 0.0)
+        else:
+            b = w_j * (keep * <double>q[j] + per_class)
+        value = A * (work[j] * inverse_s) - b
+        if sigsoftmax:
+            value = value * (2.0 - FS_sigmoid(<double>x[j]))
+        grad[j] = <real>(grad_scale * value)
+    return loss
+
+
+cdef void _cross_entropy_rows(
+        const real* x, Py_ssize_t x_step, Py_ssize_t n_rows, Py_ssize_t n_cols,
+        const long long* targets, long long ignore_index, const real* q, Py_ssize_t q_step,
+        const double* w, double w_total, double smoothing, bint sigsoftmax,
+        double* scratch, double* losses, real* grad, Py_ssize_t grad_step,
+        const double* grad_scales, double grad_scale, int n_threads) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double* work
+    cdef real* grad_row
+    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+        work = scratch + omp_get_thread_num() * n_cols
+        for i in prange(n_rows, schedule="static"):
+            grad_row = grad + i * grad_step if grad != NULL else NULL
+            if targets != NULL and targets[i] == ignore_index:
+                losses[i] = 0.0
+                if grad_row != NULL:
+                    _row_fill(grad_row, n_cols, 0)
+            else:
+                losses[i] = _row_cross_entropy(
+                    x + i * x_step, n_cols,
+                    targets[i] if targets != NULL else -1,
+                    q + i * q_step if targets == NULL else NULL,
+                    w, w_total, smoothing, sigsoftmax, work, grad_row,
+                    grad_scales[i] if grad_scales != NULL else grad_scale)
+
+
+cdef const char* _optional_data(object a, int typenum, Py_ssize_t length) except? NULL:
+    """Data of an optional C-contiguous 1-D array of the given type and length (None: NULL)."""
+    cdef cnp.ndarray array
+    if a is None:
+        return NULL
+    array = <cnp.ndarray?>a
+    if (cnp.PyArray_TYPE(array) != typenum or cnp.PyArray_NDIM(array) != 1
+            or array.shape[0] != length or not cnp.PyArray_IS_C_CONTIGUOUS(array)):
+        raise ValueError("kernel vector has the wrong type, shape or layout")
+    return <const char*>cnp.PyArray_DATA(array)
+
+
+def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_index,
+                       object q, object weight, double weight_total, double smoothing,
+                       bint sigsoftmax, cnp.ndarray losses not None, object grad,
+                       object grad_scales, double grad_scale, int n_threads):
+    """Per-row cross-entropy losses into `losses` (float64, n_rows) and optionally gradients.
+
+    x: kernel rows; targets: int64 class indices (n_rows,) or None; q: probability rows like
+    x (when targets is None); weight: float64 (n_cols,) or None, weight_total its sum (or
+    n_cols); grad: kernel rows like x or None (it may be x itself); grad_scales: float64
+    (n_rows,) per-row gradient factors or None (then grad_scale for every row).  Targets
+    must already be validated (in [0, n_cols) or == ignore_index).
+    """
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1]
+    cdef Py_ssize_t x_step = _row_step(x, n_cols), q_step = 0, grad_step = 0
+    cdef cnp.ndarray q_array, grad_array
+    cdef const char* q_data = NULL
+    cdef char* grad_data = NULL
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise TypeError("kernels take float32 or float64 arrays")
+    cdef const long long* target_data = <const long long*>_optional_data(
+        targets, cnp.NPY_INT64, n_rows)
+    if (targets is None) == (q is None):
+        raise ValueError("give exactly one of index targets and probability targets")
+    if q is not None:
+        q_array = <cnp.ndarray?>q
+        if cnp.PyArray_TYPE(q_array) != typenum or q_array.shape[0] != n_rows \
+                or q_array.shape[1] != n_cols:
+            raise ValueError("probability targets must match the logits' rows")
+        q_step = _row_step(q_array, n_cols)
+        q_data = <const char*>cnp.PyArray_DATA(q_array)
+    cdef const double* weight_data = <const double*>_optional_data(weight, cnp.NPY_FLOAT64, n_cols)
+    cdef double* loss_data = <double*>_optional_data(losses, cnp.NPY_FLOAT64, n_rows)
+    cdef const double* scale_data = <const double*>_optional_data(
+        grad_scales, cnp.NPY_FLOAT64, n_rows)
+    if grad is not None:
+        grad_array = <cnp.ndarray?>grad
+        _float_type(x, grad_array)
+        if grad_array.shape[0] != n_rows or grad_array.shape[1] != n_cols:
+            raise ValueError("gradient rows must match the logits' rows")
+        grad_step = _row_step(grad_array, n_cols)
+        grad_data = <char*>cnp.PyArray_DATA(grad_array)
+    if n_rows == 0 or n_cols == 0:
+        return losses
+    n_threads = max(1, min(n_threads, n_rows))
+    cdef cnp.ndarray scratch = np.empty(n_threads * n_cols, dtype=np.float64)
+    cdef double* scratch_data = <double*>cnp.PyArray_DATA(scratch)
+    if typenum == cnp.NPY_FLOAT32:
+        with nogil:
+            _cross_entropy_rows[float](
+                <const float*>cnp.PyArray_DATA(x), x_step, n_rows, n_cols,
+                target_data, ignore_index, <const float*>q_data, q_step,
+                weight_data, weight_total, smoothing, sigsoftmax, scratch_data, loss_data,
+                <float*>grad_data, grad_step, scale_data, grad_scale, n_threads)
+    else:
+        with nogil:
+            _cross_entropy_rows[double](
+                <const double*>cnp.PyArray_DATA(x), x_step, n_rows, n_cols,
+                target_data, ignore_index, <const double*>q_data, q_step,
+                weight_data, weight_total, smoothing, sigsoftmax, scratch_data, loss_data,
+                <double*>grad_data, grad_step, scale_data, grad_scale, n_threads)
+    return losses
