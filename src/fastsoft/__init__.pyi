@@ -1,4 +1,4 @@
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -17,6 +17,32 @@ def log_sigsoftmax(x: ArrayLike, axis: int | None = -1, *, out: NDArray[Any] | N
 def logsumexp(x: ArrayLike, axis: int | None = -1, *, keepdims: bool = False,
               out: NDArray[Any] | None = None, where: ArrayLike | None = None,
               num_threads: int | None = None) -> NDArray[np.floating[Any]] | np.floating[Any]: ...
+def softmax_backward(grad_output: ArrayLike, output: ArrayLike, axis: int | None = -1, *,
+                     out: NDArray[Any] | None = None, where: ArrayLike | None = None,
+                     num_threads: int | None = None) -> NDArray[np.floating[Any]]: ...
+def log_softmax_backward(grad_output: ArrayLike, output: ArrayLike, axis: int | None = -1, *,
+                         out: NDArray[Any] | None = None, where: ArrayLike | None = None,
+                         num_threads: int | None = None) -> NDArray[np.floating[Any]]: ...
+def logsumexp_backward(grad_output: ArrayLike, x: ArrayLike, result: ArrayLike,
+                       axis: int | None = -1, *, out: NDArray[Any] | None = None,
+                       where: ArrayLike | None = None,
+                       num_threads: int | None = None) -> NDArray[np.floating[Any]]: ...
+def sigsoftmax_backward(grad_output: ArrayLike, output: ArrayLike, x: ArrayLike,
+                        axis: int | None = -1, *, out: NDArray[Any] | None = None,
+                        where: ArrayLike | None = None,
+                        num_threads: int | None = None) -> NDArray[np.floating[Any]]: ...
+def log_sigsoftmax_backward(grad_output: ArrayLike, output: ArrayLike, x: ArrayLike,
+                            axis: int | None = -1, *, out: NDArray[Any] | None = None,
+                            where: ArrayLike | None = None,
+                            num_threads: int | None = None) -> NDArray[np.floating[Any]]: ...
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, axis: int = -1,
+                  weight: ArrayLike | None = None, ignore_index: int = -100,
+                  reduction: Literal["none", "mean", "sum"] = "mean",
+                  label_smoothing: float = 0.0,
+                  activation: Literal["softmax", "sigsoftmax"] = "softmax",
+                  return_grad: bool = False, grad_output: ArrayLike | None = None,
+                  grad_out: NDArray[Any] | None = None,
+                  num_threads: int | None = None) -> Any: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int | None) -> None: ...
 def show_config(file: IO[str] | None = None) -> None: ...
