@@ -21,13 +21,15 @@ def _moved(a, axis):
 def rows_shape(shape, axis):
     """(n_rows, n_cols) of an array of `shape` computed along `axis`."""
     size = math.prod(shape)
-    n_cols = size if axis is None else shape[axis]
-    return (size // n_cols if n_cols else 0), n_cols
+    if axis is None:
+        return 1, size  # one row, even when it is empty (logsumexp of it is -inf)
+    n_cols = shape[axis]
+    return (size // n_cols if n_cols else math.prod(shape[:axis] + shape[axis + 1:])), n_cols
 
 
 def rows_view(a, axis):
     """a as kernel rows without copying, or None when its memory does not allow it."""
-    if a.flags.c_contiguous and (axis is None or axis == a.ndim - 1):
+    if a.flags.c_contiguous and a.flags.aligned and (axis is None or axis == a.ndim - 1):
         return a.reshape(rows_shape(a.shape, axis))  # the common case, a view for sure
     try:
         rows = np.reshape(_moved(a, axis), rows_shape(a.shape, axis), copy=False)
@@ -45,7 +47,9 @@ def rows_of(a, axis):
     """a as kernel rows: a view when possible, else a C-contiguous copy."""
     rows = rows_view(a, axis)
     if rows is None:
-        rows = np.ascontiguousarray(_moved(a, axis)).reshape(rows_shape(a.shape, axis))
+        # aligned too: ascontiguousarray would hand back an unaligned C-contiguous array
+        rows = np.require(_moved(a, axis), requirements=["C", "A"]).reshape(
+            rows_shape(a.shape, axis))
     return rows
 
 

@@ -82,8 +82,7 @@ cdef inline void _row_vjp(const real* g, const real* y, const real* z, real* out
             factor = 2.0 - FS_sigmoid(<double>z[j])
             out[j] = <real>(factor * (<double>g[j] - FS_exp(<double>y[j]) * reduced))
     if mask != NULL:
-        for j in range(n):
-            out[j] = out[j] if mask[j] != 0 else 0
+        _row_fill_masked(out, mask, n, 0)
 
 
 cdef inline void _row_logsumexp_vjp(real g, const real* x, real lse, real* out,
@@ -98,8 +97,7 @@ cdef inline void _row_logsumexp_vjp(real g, const real* x, real lse, real* out,
             e = FS_exp(x[j] - lse)
         out[j] = 0 if x[j] == -INFINITY else g * e
     if mask != NULL:
-        for j in range(n):
-            out[j] = out[j] if mask[j] != 0 else 0
+        _row_fill_masked(out, mask, n, 0)
 
 
 cdef void _vjp_rows(const real* g, Py_ssize_t g_step, const real* y, Py_ssize_t y_step,

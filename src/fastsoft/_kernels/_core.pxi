@@ -72,6 +72,8 @@ cdef inline void _row_softmax(const real* x, real* v, const unsigned char* mask,
     else:
         total = _row_exp_shifted_sum(x, v, n, row_max)
         _row_scale(v, n, total)
+    if mask != NULL:
+        _row_fill_masked(v, mask, n, -INFINITY if log_output else 0)
 
 
 cdef inline real _row_logsumexp(const real* x, const unsigned char* mask, real* scratch,
@@ -113,6 +115,8 @@ cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* ma
         total = _row_exp_shifted_sum(gap, gap, n, 0.0)
         for j in range(n):
             v[j] = <real>(gap[j] / total)
+    if mask != NULL:
+        _row_fill_masked(v, mask, n, -INFINITY if log_output else 0)
 
 
 # ---------------------------------------------------------------------------------------

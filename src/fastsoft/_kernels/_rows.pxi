@@ -140,6 +140,14 @@ cdef inline Py_ssize_t _row_copy_masked(const real* x, const unsigned char* mask
     return n_active
 
 
+cdef inline void _row_fill_masked(real* v, const unsigned char* mask, Py_ssize_t n,
+                                  real value) noexcept nogil:
+    """v[j] = value where mask[j] is 0: masked entries are exact even when the row is NaN."""
+    cdef Py_ssize_t j
+    for j in range(n):
+        v[j] = v[j] if mask[j] != 0 else value
+
+
 cdef inline double _log_normalizer(double sum_off_max, Py_ssize_t n_at_max) noexcept nogil:
     """log(sum of exp(x - max)) from _row_sum_exp_off_max's two results."""
     return log1p(sum_off_max + <double>(n_at_max - 1))
