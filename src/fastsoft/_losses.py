@@ -30,7 +30,8 @@ def _index_targets(target, batch_shape, n_classes, ignore_index, name):
 
 def _class_weights(weight, n_classes, name):
     if weight is None:
-        return None, float(n_classes)
+        # the kernel always reads a weight per class: ones keep its loads unconditional
+        return np.ones(n_classes), float(n_classes)
     weight = np.asarray(weight)
     if weight.dtype.kind not in "biuf" or weight.dtype.itemsize > 8:
         raise TypeError(f"{name}: weight must be a real array, not {weight.dtype}")
@@ -206,7 +207,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
         denominator = float(math.prod(batch_shape))
     else:
         kept = targets != ignore_index
-        denominator = float(weight[targets[kept]].sum() if weight is not None else kept.sum())
+        denominator = float(weight[targets[kept]].sum())
     if grad_out is not None:
         if not isinstance(grad_out, np.ndarray):
             raise TypeError(f"{name}: grad_out must be a numpy.ndarray")

@@ -22,7 +22,7 @@ from cython.parallel cimport prange, parallel
 
 from fastsoft._kernels._shims cimport (
     FS_expf, FS_exp, FS_log1p_unit, FS_sigmoid,
-    FS_max_f32, FS_max_f64, FS_sum_f32, FS_sum_f64,
+    FS_max_f32, FS_max_f64, FS_sum_f32, FS_sum_f64, FS_sum_plain_f64,
     FS_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_num, FS_cpu_has_avx2_fma,
 )
 

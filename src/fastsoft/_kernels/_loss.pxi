@@ -16,26 +16,45 @@
 #    is written, so the gradient may overwrite the logits (grad_out=logits).
 # 3. All arithmetic after reading the logits is in double, for both dtypes.
 # 4. Ignored rows (index target == ignore_index) get loss 0 and gradient 0 without reading
-#    anything; the class weights are never indexed with ignore_index.  0 * log 0 counts as
+#    anything; the class weights are never indexed with ignore_index.  The weights are
+#    always an array (ones when unweighted) so that no load depends on a condition.  0 * log 0 counts as
 #    0: a zero target weight never turns a -inf logit into NaN.
+
+cdef inline void _add_chunk_sum(double* total, double* lost, const double* terms,
+                                Py_ssize_t n, real* dtype_tag=NULL) noexcept nogil:
+    """Add Σ terms into a compensated total: Kahan lanes for double rows, plain double
+    lanes for float rows (whose results are rounded to float anyway)."""
+    if real is float:
+        _add_compensated(total, lost, FS_sum_plain_f64(terms, n))
+    else:
+        _add_compensated(total, lost, FS_sum_f64(terms, n))
+
 
 cdef inline double _row_cross_entropy(
         const real* x, Py_ssize_t n,                       # IN: logits row
         Py_ssize_t target, const real* q,                  # IN: index target, or q row (target < 0)
-        const double* w, double w_total,                   # IN: class weights (NULL: all 1), Σ w
+        const double* w, double w_total,                   # IN: class weights, their sum
         double smoothing, bint sigsoftmax,
         double* work,                                      # scratch: n doubles
         real* grad, double grad_scale) noexcept nogil:     # OUT: gradient row (NULL: none)
-    """Loss of one (not ignored) row; writes grad_scale * dL/dx into grad if it is not NULL."""
+    """Loss of one (not ignored) row; writes grad_scale * dL/dx into grad if it is not NULL.
+
+    Loops are split by target kind and never load under a condition, so GCC vectorizes
+    them (a conditional load cannot be if-converted: it might fault).  Work goes chunk by
+    chunk through CHUNK-sized stack buffers.
+    """
     cdef double per_class = smoothing / n, keep = 1.0 - smoothing
+    cdef double neg_gap[CHUNK]
     cdef double exp_off_max[CHUNK]
     cdef double weighted_gap[CHUNK]
     cdef double target_weight[CHUNK]
+    cdef double factor[CHUNK]
     cdef double sum_off_max = 0.0, sum_off_max_lost = 0.0
     cdef double gap_total = 0.0, gap_total_lost = 0.0
     cdef double weight_sum = 0.0, weight_sum_lost = 0.0
-    cdef double d, e, b, w_j, w_t = 1.0, target_d = 0.0, log_s, A, inverse_s, loss, value
-    cdef Py_ssize_t j, start = 0, length, ties = 0
+    cdef double d, e, b, w_t = 0.0, target_d = 0.0, target_factor = 1.0
+    cdef double log_s, A, inverse_s, loss
+    cdef Py_ssize_t j, start, length, ties = 0
     cdef bint has_index = q == NULL
     cdef real row_max = _row_max(x, n)
 
@@ -47,28 +66,36 @@ cdef inline double _row_cross_entropy(
             work[j] = <double>x[j] - <double>row_max
     if has_index:
         target_d = work[target]
-        w_t = w[target] if w != NULL else 1.0
+        w_t = w[target]
+        if sigsoftmax:
+            target_factor = 2.0 - FS_sigmoid(<double>x[target])
 
-    # (b) log S and Σ B_j (-d_j), replacing d_j by exp(d_j)
+    # (b) log S and Σ B_j (-d_j), replacing d_j by exp(d_j); a zero B_j adds 0 even
+    #     against d_j = -inf.  Without smoothing an index target's Σ is 0: skipped.
+    start = 0
     while start < n:
         length = n - start if n - start < CHUNK else CHUNK
         for j in range(length):
             d = work[start + j]
             e = FS_exp(d)
+            neg_gap[j] = -d
             ties += d == 0
             exp_off_max[j] = 0.0 if d == 0 else e
             work[start + j] = e
-            w_j = w[start + j] if w != NULL else 1.0
-            if has_index:
-                b = per_class * w_j        # the target's own term is added after the loop
-            else:
-                b = w_j * (keep * <double>q[start + j] + per_class)
-            target_weight[j] = b
-            weighted_gap[j] = 0.0 if b == 0 else b * -d
-        _add_compensated(&sum_off_max, &sum_off_max_lost, FS_sum_f64(exp_off_max, length))
-        _add_compensated(&gap_total, &gap_total_lost, FS_sum_f64(weighted_gap, length))
         if not has_index:
-            _add_compensated(&weight_sum, &weight_sum_lost, FS_sum_f64(target_weight, length))
+            for j in range(length):
+                b = w[start + j] * (keep * <double>q[start + j] + per_class)
+                target_weight[j] = b
+                weighted_gap[j] = 0.0 if b == 0 else b * neg_gap[j]
+            _add_chunk_sum[real](&weight_sum, &weight_sum_lost, target_weight, length)
+            _add_chunk_sum[real](&gap_total, &gap_total_lost, weighted_gap, length)
+        elif smoothing != 0:
+            # the target's own (1 - eps) w_t term is added in closed form below
+            for j in range(length):
+                b = per_class * w[start + j]
+                weighted_gap[j] = 0.0 if b == 0 else b * neg_gap[j]
+            _add_chunk_sum[real](&gap_total, &gap_total_lost, weighted_gap, length)
+        _add_chunk_sum[real](&sum_off_max, &sum_off_max_lost, exp_off_max, length)
         start += length
     sum_off_max += sum_off_max_lost
     log_s = _log_normalizer(sum_off_max, ties)
@@ -82,18 +109,34 @@ cdef inline double _row_cross_entropy(
     if grad == NULL:
         return loss
 
-    # (c) gradient
+    # (c) gradient s (A e_j / S - B_j) (times 2 - sigmoid(x_j) for sigsoftmax).  A chunk's
+    #     logits are read into `factor` before any of its gradient is written: grad may
+    #     be x itself.
     inverse_s = 1.0 / (sum_off_max + <double>ties)
-    for j in range(n):
-        w_j = w[j] if w != NULL else 1.0
+    start = 0
+    while start < n:
+        length = n - start if n - start < CHUNK else CHUNK
         if has_index:
-            b = per_class * w_j + (keep * w_t if j == target else 0.0)
+            for j in range(length):
+                target_weight[j] = per_class * w[start + j]
         else:
-            b = w_j * (keep * <double>q[j] + per_class)
-        value = A * (work[j] * inverse_s) - b
+            for j in range(length):
+                target_weight[j] = w[start + j] * (keep * <double>q[start + j] + per_class)
         if sigsoftmax:
-            value = value * (2.0 - FS_sigmoid(<double>x[j]))
-        grad[j] = <real>(grad_scale * value)
+            for j in range(length):
+                factor[j] = grad_scale * (2.0 - FS_sigmoid(<double>x[start + j]))
+            for j in range(length):
+                grad[start + j] = <real>(factor[j] * (A * (work[start + j] * inverse_s)
+                                                      - target_weight[j]))
+        else:
+            for j in range(length):
+                grad[start + j] = <real>(grad_scale * (A * (work[start + j] * inverse_s)
+                                                       - target_weight[j]))
+        start += length
+    if has_index:
+        # the target column's B_t also has the (1 - eps) w_t term
+        grad[target] = <real>(grad_scale * target_factor * (
+            A * (work[target] * inverse_s) - (per_class * w[target] + keep * w_t)))
     return loss
 
 
@@ -142,8 +185,7 @@ def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_
     """Per-row cross-entropy losses into `losses` (float64, n_rows) and optionally gradients.
 
     x: kernel rows; targets: int64 class indices (n_rows,) or None; q: probability rows like
-    x (when targets is None); weight: float64 (n_cols,) or None, weight_total its sum (or
-    n_cols); grad: kernel rows like x or None (it may be x itself); grad_scales: float64
+    x (when targets is None); weight: float64 (n_cols,), weight_total its sum; grad: kernel rows like x or None (it may be x itself); grad_scales: float64
     (n_rows,) per-row gradient factors or None (then grad_scale for every row).  Targets
     must already be validated (in [0, n_cols) or == ignore_index).
     """
@@ -166,6 +208,8 @@ def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_
             raise ValueError("probability targets must match the logits' rows")
         q_step = _row_step(q_array, n_cols)
         q_data = <const char*>cnp.PyArray_DATA(q_array)
+    if weight is None:
+        raise ValueError("the kernel needs class weights (ones for unweighted)")
     cdef const double* weight_data = <const double*>_optional_data(weight, cnp.NPY_FLOAT64, n_cols)
     cdef double* loss_data = <double*>_optional_data(losses, cnp.NPY_FLOAT64, n_rows)
     cdef const double* scale_data = <const double*>_optional_data(

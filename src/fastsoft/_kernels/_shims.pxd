@@ -13,6 +13,7 @@ cdef extern from "fs_reduce.h" nogil:
     double FS_max_f64(const double* x, Py_ssize_t n) noexcept
     double FS_sum_f32(const float* x, Py_ssize_t n) noexcept
     double FS_sum_f64(const double* x, Py_ssize_t n) noexcept
+    double FS_sum_plain_f64(const double* x, Py_ssize_t n) noexcept
 
 cdef extern from *:
     """
