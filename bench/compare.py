@@ -6,6 +6,7 @@ Usage::
     python bench/compare.py --json out.json --markdown out.md
     python bench/compare.py --functions softmax logsumexp --dtypes float32 \
         --shapes 4096x1000 64x50257 --threads 1 2 --repeat 21
+    python bench/compare.py --functions cross_entropy sigsoftmax_cross_entropy
 
 Design:
 1. A case is (function, dtype, shape). Its contenders are fastsoft and torch at each
@@ -23,6 +24,16 @@ Design:
 5. Reported per contender: the median over repetitions, GB/s from the bytes an ideal
    kernel must move (input read + output written) over that median, and that median over
    fastsoft's at each thread count (> 1: fastsoft is faster).
+6. ``cross_entropy`` and ``sigsoftmax_cross_entropy`` (named with --functions; the
+   default is the five forward functions) time the mean loss of int64 targets *and* its
+   gradient: fastsoft (``return_grad=True``), fastsoft with ``grad_out=logits``
+   ("fastsoft-inplace"), torch (forward, then ``.backward()``) and the NumPy composite.
+   They have their own default shapes (``LOSS_SHAPES``) and dtype (float32). Every
+   contender is checked against the float64 reference (whole-batch loss, sampled
+   gradient rows) rather than against fastsoft's output, which for 8192x32000 would hold
+   one more 1 GiB gradient. fastsoft-inplace overwrites its input, so before each of its
+   calls the logits are copied into its buffer outside the clock, and its calls are
+   timed one by one.
 """
 
 from __future__ import annotations
@@ -49,23 +60,33 @@ from _fastsoft_bench import (  # noqa: E402
     DTYPES,
     FUNCTIONS,
     IMPLEMENTATIONS,
+    LOSS_DTYPES,
+    LOSS_FUNCTIONS,
+    LOSS_IMPLEMENTATIONS,
+    LOSS_SHAPES,
     SHAPES,
     Implementation,
     THREAD_COUNTS,
     bytes_moved,
     clear_inputs,
+    clear_loss_problem,
     get_input,
+    get_loss_problem,
     group_name,
     import_optional,
     library_versions,
+    loss_bytes_moved,
+    loss_mismatch,
     mismatch,
     parse_shape,
     shape_label,
 )
 
-FULL_SETTINGS = {"shapes": SHAPES, "repeat": 15, "sample_ms": 10.0}
-# --quick drops the two big shapes, which dominate the run time, and repeats less.
-QUICK_SETTINGS = {"shapes": SHAPES[:3], "repeat": 7, "sample_ms": 2.0}
+FULL_SETTINGS = {"shapes": SHAPES, "loss_shapes": LOSS_SHAPES, "repeat": 15, "sample_ms": 10.0}
+# --quick drops the big shapes, which dominate the run time, and repeats less.
+QUICK_SETTINGS = {
+    "shapes": SHAPES[:3], "loss_shapes": LOSS_SHAPES[:2], "repeat": 7, "sample_ms": 2.0,
+}
 # Calls per sample never exceed this, however fast a call is.
 MAX_CALLS_PER_SAMPLE = 10_000
 ENVIRONMENT_VARIABLES = (
@@ -101,12 +122,16 @@ def parse_args(argv=None):
         "composite and PyTorch (when importable); prints a Markdown table.",
     )
     parser.add_argument("--functions", nargs="+", default=list(FUNCTIONS), metavar="NAME",
-                        help=f"functions to time (default: all of {', '.join(FUNCTIONS)})")
-    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), metavar="DTYPE",
-                        help="float32 and/or float64 (default: both)")
+                        help=f"functions to time (default: all of {', '.join(FUNCTIONS)}); "
+                        f"also {' and '.join(LOSS_FUNCTIONS)} (forward + backward)")
+    parser.add_argument("--dtypes", nargs="+", default=None, metavar="DTYPE",
+                        help="float32 and/or float64 (default: both; float32 for the "
+                        "cross-entropy functions)")
     parser.add_argument("--shapes", nargs="+", default=None, metavar="ROWSxCOLS",
                         help="input shapes, e.g. 4096x1000 1_000_000x10 (default: the five "
-                        "benchmark shapes; the three small ones with --quick)")
+                        "benchmark shapes, the three small ones with --quick; for the "
+                        f"cross-entropy functions {', '.join(map(shape_label, LOSS_SHAPES))}, "
+                        "the first two with --quick)")
     parser.add_argument("--threads", nargs="+", default=[str(n) for n in THREAD_COUNTS],
                         metavar="N", help="thread counts for fastsoft and torch (default: 1 2)")
     parser.add_argument("--repeat", type=int, default=None,
@@ -125,16 +150,17 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
 
     settings = QUICK_SETTINGS if args.quick else FULL_SETTINGS
-    args.functions = _choices(parser, args.functions, FUNCTIONS, "function")
-    args.dtypes = _choices(parser, args.dtypes, DTYPES, "dtype")
+    args.functions = _choices(parser, args.functions, (*FUNCTIONS, *LOSS_FUNCTIONS), "function")
+    dtypes = None if args.dtypes is None else _choices(parser, args.dtypes, DTYPES, "dtype")
     try:
-        args.shapes = (
-            list(settings["shapes"]) if args.shapes is None
+        shapes = (
+            None if args.shapes is None
             else [parse_shape(word) for word in _split_words(args.shapes)]
         )
         args.threads = [int(word) for word in _split_words(args.threads)]
     except ValueError as exc:
         parser.error(str(exc))
+    args.cases = _plan(args.functions, dtypes, shapes, settings)
     if any(n < 1 for n in args.threads):
         parser.error("--threads must be positive")
     args.repeat = settings["repeat"] if args.repeat is None else args.repeat
@@ -142,6 +168,29 @@ def parse_args(argv=None):
     if args.repeat < 1 or args.sample_ms <= 0:
         parser.error("--repeat must be >= 1 and --sample-ms > 0")
     return args
+
+
+def _plan(functions, dtypes, shapes, settings):
+    """[(shape, [(dtype, function), ...]), ...]: the cases in run order, grouped by shape.
+
+    Explicit dtypes and shapes apply to every function; otherwise the forward functions
+    and the cross-entropy ones each take their own defaults. Cases are ordered by shape,
+    dtype, function, so that one shape's inputs can be dropped before the next's are drawn.
+    """
+    wanted = {}
+    for function in functions:
+        is_loss = function in LOSS_FUNCTIONS
+        function_shapes = shapes or settings["loss_shapes" if is_loss else "shapes"]
+        function_dtypes = dtypes or (LOSS_DTYPES if is_loss else DTYPES)
+        for shape in function_shapes:
+            for dtype in function_dtypes:
+                wanted.setdefault(tuple(shape), {})[(dtype, function)] = None
+    all_dtypes = dtypes or list(dict.fromkeys((*DTYPES, *LOSS_DTYPES)))
+    return [
+        (shape, [(dtype, function) for dtype in all_dtypes for function in functions
+                 if (dtype, function) in cases])
+        for shape, cases in wanted.items()
+    ]
 
 
 # ------------------------------------------------------------------------- timing
@@ -158,13 +207,25 @@ def _gc_paused():
             gc.enable()
 
 
-def _time_calls(kernel, native, n_calls):
-    """Seconds per call over ``n_calls`` back-to-back calls."""
+def _time_calls(kernel, native, n_calls, refresh=None):
+    """Seconds per call over ``n_calls`` calls.
+
+    Back to back; or, when ``refresh`` is given (a call that overwrites its input), each
+    call timed on its own after ``refresh(native)``, which stays outside the clock.
+    """
     with _gc_paused():
-        start = time.perf_counter()
+        if refresh is None:
+            start = time.perf_counter()
+            for _ in range(n_calls):
+                kernel(native)
+            return (time.perf_counter() - start) / n_calls
+        elapsed = 0.0
         for _ in range(n_calls):
+            refresh(native)
+            start = time.perf_counter()
             kernel(native)
-        return (time.perf_counter() - start) / n_calls
+            elapsed += time.perf_counter() - start
+        return elapsed / n_calls
 
 
 @dataclasses.dataclass
@@ -175,6 +236,8 @@ class Contender:
     n_threads: int
     kernel: Callable
     native: object
+    # The library's result -> NumPy (default: impl.to_numpy).
+    to_numpy: Callable | None = None
     calls_per_sample: int = 1
     samples: list = dataclasses.field(default_factory=list)
 
@@ -182,13 +245,20 @@ class Contender:
     def label(self):
         return self.impl.label(self.n_threads)
 
+    @property
+    def refresh(self):
+        """Untimed preparation before each call, or None when calls run back to back."""
+        return self.impl.refresh if self.impl.fresh_input else None
+
     def first_call(self):
         """(result as NumPy, seconds): the checked call, also the warm-up."""
+        if self.refresh is not None:
+            self.refresh(self.native)
         with self.impl.thread_scope(self.n_threads), _gc_paused():
             start = time.perf_counter()
             result = self.kernel(self.native)
             seconds = time.perf_counter() - start
-        return self.impl.to_numpy(result), seconds
+        return (self.to_numpy or self.impl.to_numpy)(result), seconds
 
     def calibrate(self, first_call_s, sample_s):
         """Choose the calls per sample so that a sample lasts at least ``sample_s``.
@@ -200,7 +270,9 @@ class Contender:
             self.calls_per_sample = 1
             return
         with self.impl.thread_scope(self.n_threads):
-            one_call = min(_time_calls(self.kernel, self.native, 1) for _ in range(3))
+            one_call = min(
+                _time_calls(self.kernel, self.native, 1, self.refresh) for _ in range(3)
+            )
         self.calls_per_sample = max(
             1, min(MAX_CALLS_PER_SAMPLE, math.ceil(sample_s / max(one_call, 1e-9)))
         )
@@ -208,7 +280,9 @@ class Contender:
     def take_sample(self):
         # The thread count is set outside the timed calls (torch's is process-wide).
         with self.impl.thread_scope(self.n_threads):
-            self.samples.append(_time_calls(self.kernel, self.native, self.calls_per_sample))
+            self.samples.append(
+                _time_calls(self.kernel, self.native, self.calls_per_sample, self.refresh)
+            )
 
 
 def time_interleaved(contenders, repeat):
@@ -219,36 +293,68 @@ def time_interleaved(contenders, repeat):
             contender.take_sample()
 
 
+def _forward_case(function, dtype, shape, thread_counts):
+    """(contenders, check(result, expected=None), bytes moved, check against the first?)."""
+    logits = get_input(shape, dtype)
+    contenders = [
+        Contender(impl, n_threads, impl.kernel(function, n_threads), impl.to_native(logits))
+        for impl in IMPLEMENTATIONS.values()
+        if impl.unavailable_reason(function) is None
+        for n_threads in (thread_counts if impl.threaded else (1,))
+    ]
+
+    def check(result, expected=None):
+        return mismatch(function, logits, result, expected)
+
+    return contenders, check, bytes_moved(function, shape, dtype), True
+
+
+def _loss_case(function, dtype, shape, thread_counts):
+    """The same for a cross-entropy function, forward + backward, checked only against
+    the float64 reference."""
+    activation = LOSS_FUNCTIONS[function]
+    problem = get_loss_problem(shape, dtype)
+    contenders = [
+        Contender(impl, n_threads, impl.loss_kernel(activation, True, n_threads),
+                  impl.to_native(problem),
+                  to_numpy=lambda result, impl=impl: impl.loss_to_numpy(result, True))
+        for impl in LOSS_IMPLEMENTATIONS.values()
+        if impl.unavailable_reason() is None
+        for n_threads in (thread_counts if impl.threaded else (1,))
+    ]
+
+    def check(result, expected=None):
+        return loss_mismatch(activation, problem, result, with_grad=True)
+
+    return contenders, check, loss_bytes_moved(shape, dtype, with_grad=True), False
+
+
 def run_case(function, dtype, shape, args, log):
     """Check, then time, every available implementation at every thread count on one case.
 
     Returns (result rows, mismatch records).
     """
     case = group_name(function, dtype, shape)
-    logits = get_input(shape, dtype)
-    contenders = [
-        Contender(impl, n_threads, impl.kernel(function, n_threads), impl.to_native(logits))
-        for impl in IMPLEMENTATIONS.values()
-        if impl.unavailable_reason(function) is None
-        for n_threads in (args.threads if impl.threaded else (1,))
-    ]
-    # IMPLEMENTATIONS lists fastsoft first: its first thread count is checked against the
-    # float64 reference, and everything else, its other thread counts too, against it.
+    make_case = _loss_case if function in LOSS_FUNCTIONS else _forward_case
+    contenders, check, n_bytes, against_first = make_case(function, dtype, shape, args.threads)
+    # Both registries list fastsoft first: its first thread count is checked against the
+    # float64 reference, and everything else, its other thread counts too, against it
+    # (forward functions) or against the reference as well (cross-entropy).
     mismatches, checked, expected, baseline_label = [], [], None, None
-    for contender in contenders:
+    for index, contender in enumerate(contenders):
         result, first_call_s = contender.first_call()
         if expected is None:
-            against, problem = "float64 reference", mismatch(function, logits, result)
+            against, problem = "float64 reference", check(result)
         else:
-            against, problem = baseline_label, mismatch(function, logits, result, expected)
+            against, problem = baseline_label, check(result, expected)
         if problem is not None:
             log(f"  MISMATCH {case}: {contender.label} vs {against}: {problem}; not timed")
             mismatches.append({"case": case, "implementation": contender.label,
                                "against": against, "problem": problem})
-            if expected is None:
+            if index == 0:
                 return [], mismatches  # fastsoft itself is off: nothing to compare with
             continue
-        if expected is None:
+        if index == 0 and against_first:
             expected, baseline_label = result, contender.label
         del result
         contender.calibrate(first_call_s, args.sample_ms / 1e3)
@@ -257,7 +363,6 @@ def run_case(function, dtype, shape, args, log):
 
     time_interleaved(checked, args.repeat)
 
-    n_bytes = bytes_moved(function, shape, dtype)
     medians = {c.label: statistics.median(c.samples) for c in checked}
     fastsoft = IMPLEMENTATIONS["fastsoft"]
     rows = []
@@ -335,6 +440,7 @@ def environment(args):
             name: os.environ[name] for name in ENVIRONMENT_VARIABLES if name in os.environ
         },
         "threadpools": _openmp_and_blas_libraries(),
+        "functions": args.functions,
         "repeat": args.repeat,
         "sample_ms": args.sample_ms,
         "quick": args.quick,
@@ -350,8 +456,15 @@ def _format_seconds(seconds):
 
 def to_markdown(rows, mismatches, env, thread_counts):
     versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
+    losses = [name for name in env["functions"] if name in LOSS_FUNCTIONS]
+    if not losses:
+        title = "fastsoft forward-pass comparison"
+    elif len(losses) == len(env["functions"]):
+        title = "fastsoft cross-entropy comparison (forward + backward)"
+    else:
+        title = "fastsoft comparison: forward passes and cross-entropy (forward + backward)"
     lines = [
-        "# fastsoft forward-pass comparison",
+        f"# {title}",
         "",
         f"- {env['date']}: `{env['command']}`",
         f"- {env['cpu']}, {env['usable_cpus']} usable of {env['cpu_count']} CPUs; "
@@ -370,6 +483,15 @@ def to_markdown(rows, mismatches, env, thread_counts):
         lines.append(f"- OpenMP runtime: {', '.join(openmp)}")
     for name, reason in env["unavailable"].items():
         lines.append(f"- {name} skipped: {reason}")
+    if losses:
+        lines.append(
+            f"- {' and '.join(losses)}: mean loss of int64 class indices and its gradient; "
+            "fastsoft `return_grad=True`; fastsoft-inplace `grad_out=logits`, each call on a "
+            "fresh copy of the logits made outside the clock; torch `F.cross_entropy` "
+            "(sigsoftmax: of `2*z - softplus(z)`) then `.backward()`, the gradient set to "
+            "None after each call; numpy a composite. Their GB/s counts the logits and "
+            "targets read and the gradient written"
+        )
     if env["fastsoft_config"]:
         lines += ["", "```", env["fastsoft_config"], "```"]
     ratio_columns = [f"t{n}" for n in thread_counts]
@@ -416,18 +538,19 @@ def main(argv=None):
     env = environment(args)
     rows, mismatches = [], []
     started = time.perf_counter()
-    for shape in args.shapes:
-        for dtype in args.dtypes:
-            for function in args.functions:
-                reason = IMPLEMENTATIONS["fastsoft"].unavailable_reason(function)
-                if reason is not None:
-                    log(f"skipping {function}: {reason}")
-                    continue
-                log(f"{group_name(function, dtype, shape)} ...")
-                case_rows, case_mismatches = run_case(function, dtype, shape, args, log)
-                rows += case_rows
-                mismatches += case_mismatches
+    for shape, shape_cases in args.cases:
+        for dtype, function in shape_cases:
+            registry = LOSS_IMPLEMENTATIONS if function in LOSS_FUNCTIONS else IMPLEMENTATIONS
+            reason = registry["fastsoft"].unavailable_reason(function)
+            if reason is not None:
+                log(f"skipping {function}: {reason}")
+                continue
+            log(f"{group_name(function, dtype, shape)} ...")
+            case_rows, case_mismatches = run_case(function, dtype, shape, args, log)
+            rows += case_rows
+            mismatches += case_mismatches
         clear_inputs()
+        clear_loss_problem()
     env["elapsed_s"] = round(time.perf_counter() - started, 1)
     log(f"done in {env['elapsed_s']} s")
 

@@ -7,8 +7,12 @@
    ``PYTEST_ADDOPTS`` or ini ``addopts``: a marker would otherwise override them.
 3. After the run, a summary gives per group the median, GB/s and each implementation's
    median over fastsoft's, which pytest-benchmark's own table cannot show.
+4. A benchmark that needs an untimed setup before every call (``benchmark.pedantic``)
+   gets its rounds and warm-up from ``pedantic_rounds``, which applies the same settings
+   (min rounds, max time, warm-up) the way ``benchmark(...)`` does.
 """
 
+import math
 import os
 import shlex
 import sys
@@ -20,7 +24,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from _fastsoft_bench import IMPLEMENTATIONS, THREAD_COUNTS  # noqa: E402
+from _fastsoft_bench import IMPLEMENTATIONS, LOSS_IMPLEMENTATIONS, THREAD_COUNTS  # noqa: E402
 
 # option name on the command line -> benchmark marker keyword and our default.
 BENCHMARK_DEFAULTS = {
@@ -68,6 +72,33 @@ def record_median():
     return record
 
 
+@pytest.fixture
+def pedantic_rounds(request):
+    """Call as ``pedantic_rounds(call_seconds)`` -> ``(rounds, warmup_rounds)``.
+
+    pedantic mode ignores min_rounds, max_time and warm-up, so they are applied here as
+    ``benchmark(...)`` applies them to one call per round: enough rounds to fill
+    max_time, at least min_rounds, and up to warmup_iterations warm-up calls when warm-up
+    is on. A marker's value (ours, see BENCHMARK_DEFAULTS) wins over the option's.
+    """
+    marker = request.node.get_closest_marker("benchmark")
+    marker_kwargs = marker.kwargs if marker else {}
+
+    def setting(keyword):
+        if keyword in marker_kwargs:
+            return marker_kwargs[keyword]
+        return request.config.getoption(f"benchmark_{keyword}")
+
+    def rounds_for(call_seconds):
+        # --benchmark-max-time comes back as a string: convert as pytest-benchmark does.
+        max_time, min_rounds = float(setting("max_time")), int(setting("min_rounds"))
+        rounds = max(min_rounds, math.ceil(max_time / max(call_seconds, 1e-9)))
+        warmup = int(setting("warmup_iterations")) if setting("warmup") else 0
+        return rounds, min(rounds, max(1, warmup)) if warmup else 0
+
+    return rounds_for
+
+
 def _format_seconds(seconds):
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
         if seconds >= scale:
@@ -79,7 +110,12 @@ def pytest_terminal_summary(terminalreporter):
     if not RESULTS:
         return
     baselines = [f"fastsoft-t{n}" for n in THREAD_COUNTS]
-    order = [IMPLEMENTATIONS[name].label(n) for name in IMPLEMENTATIONS for n in THREAD_COUNTS]
+    order = [
+        impl.label(n)
+        for registry in (IMPLEMENTATIONS, LOSS_IMPLEMENTATIONS)
+        for impl in registry.values()
+        for n in THREAD_COUNTS
+    ]
 
     def position(label):
         return order.index(label) if label in order else len(order)
