@@ -323,8 +323,8 @@ def logsumexp_backward(grad_output, x, result, axis=-1, *, out=None, where=None,
         return target
     x_rows = rows_of(x, axis)
     n_rows = x_rows.shape[0]
-    g_vector = np.ascontiguousarray(grad_output).reshape(n_rows)
-    r_vector = np.ascontiguousarray(result).reshape(n_rows)
+    g_vector = np.require(grad_output, requirements=["C", "A"]).reshape(n_rows)
+    r_vector = np.require(result, requirements=["C", "A"]).reshape(n_rows)
     rows, direct = result_rows(target, axis, x.dtype, out is None, x_rows, g_vector, r_vector)
     _kernels.core.logsumexp_vjp_rows(g_vector, x_rows, r_vector, rows,
                                      None if mask is None else mask_rows(mask, axis),

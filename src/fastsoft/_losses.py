@@ -25,7 +25,7 @@ def _index_targets(target, batch_shape, n_classes, ignore_index, name):
         position = tuple(int(i) for i in np.argwhere(bad)[0])
         raise IndexError(f"{name}: target {target[position]} at position {position} is "
                          f"outside [0, {n_classes}) and is not ignore_index ({ignore_index})")
-    return np.ascontiguousarray(target, dtype=np.int64).reshape(-1)
+    return np.require(target, np.int64, ["C", "A"]).reshape(-1)
 
 
 def _class_weights(weight, n_classes, name):
@@ -37,7 +37,7 @@ def _class_weights(weight, n_classes, name):
         raise TypeError(f"{name}: weight must be a real array, not {weight.dtype}")
     if weight.shape != (n_classes,):
         raise ValueError(f"{name}: weight has shape {weight.shape}, expected ({n_classes},)")
-    weight = np.ascontiguousarray(weight, dtype=np.float64)
+    weight = np.require(weight, np.float64, ["C", "A"])
     return weight, float(weight.sum())
 
 
@@ -50,7 +50,7 @@ def _grad_scales(grad_output, reduction, loss_shape, denominator, name):
         except ValueError:
             raise ValueError(f"{name}: grad_output of shape {g.shape} does not match the "
                              f"loss's shape {loss_shape}") from None
-        return np.ascontiguousarray(g, dtype=np.float64).reshape(-1), 0.0
+        return np.require(g, np.float64, ["C", "A"]).reshape(-1), 0.0
     g = 1.0 if grad_output is None else np.asarray(grad_output, np.float64)
     if np.ndim(g) != 0:
         raise ValueError(f"{name}: grad_output must be a scalar for reduction={reduction!r}")

@@ -35,9 +35,15 @@ cdef inline real _row_max(const real* x, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline void _add_compensated(double* total, double* compensation, double term) noexcept nogil:
-    """Neumaier's compensated addition of `term` into (*total, *compensation)."""
+    """Neumaier's compensated addition of `term` into (*total, *compensation).
+
+    Once the total is infinite (or NaN) the compensation is left alone, since (s - inf) + inf
+    would make it NaN: an infinite sum stays infinite.
+    """
     cdef double t = total[0] + term
-    if (total[0] if total[0] >= 0 else -total[0]) >= (term if term >= 0 else -term):
+    if t - t != 0:
+        pass
+    elif (total[0] if total[0] >= 0 else -total[0]) >= (term if term >= 0 else -term):
         compensation[0] += (total[0] - t) + term
     else:
         compensation[0] += (term - t) + total[0]

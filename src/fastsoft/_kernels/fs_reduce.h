@@ -138,18 +138,24 @@ static inline double FS_sum_plain_f64(const double *x, ptrdiff_t n)
 
 /* Sum of double x[0:n] with a Kahan-compensated accumulator per lane: a lane that holds
    a 1.0 and then adds many tiny terms keeps them (relative error about 2u for positive
-   terms, whatever n).  Returns the sum; the lane results are combined compensated. */
+   terms, whatever n).  Compensation is undefined for infinite terms ((s - inf) + inf is
+   NaN), so plain lane sums run alongside and decide whenever the sum is not finite:
+   +-inf stays inf, NaN (or inf - inf) stays NaN. */
 static inline double FS_sum_f64(const double *x, ptrdiff_t n)
 {
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     double lost[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double plain[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
     FS_v4d s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0}, c0 = {0, 0, 0, 0}, c1 = {0, 0, 0, 0};
+    FS_v4d p0 = {0, 0, 0, 0}, p1 = {0, 0, 0, 0};
     FS_v4d a, b, t0, t1;
     for (; j + 8 <= n; j += 8) {
         memcpy(&a, x + j, sizeof a);
         memcpy(&b, x + j + 4, sizeof b);
+        p0 += a;
+        p1 += b;
         a -= c0;
         b -= c1;
         t0 = s0 + a;
@@ -164,12 +170,15 @@ static inline double FS_sum_f64(const double *x, ptrdiff_t n)
         lane[4 + k] = s1[k];
         lost[k] = c0[k];
         lost[4 + k] = c1[k];
+        plain[k] = p0[k];
+        plain[4 + k] = p1[k];
     }
 #else
     for (; j + 8 <= n; j += 8)
         for (int k = 0; k < 8; k++) {
             double term = x[j + k] - lost[k];
             double updated = lane[k] + term;
+            plain[k] += x[j + k];
             lost[k] = (updated - lane[k]) - term;
             lane[k] = updated;
         }
@@ -177,9 +186,14 @@ static inline double FS_sum_f64(const double *x, ptrdiff_t n)
     for (; j < n; j++) {
         double term = x[j] - lost[0];
         double updated = lane[0] + term;
+        plain[0] += x[j];
         lost[0] = (updated - lane[0]) - term;
         lane[0] = updated;
     }
+    double plain_total = ((plain[0] + plain[4]) + (plain[2] + plain[6]))
+                         + ((plain[1] + plain[5]) + (plain[3] + plain[7]));
+    if (!isfinite(plain_total))
+        return plain_total;
     /* Neumaier fold of the eight lane sums, minus what each lane lost */
     double total = 0.0, compensation = 0.0;
     for (int k = 0; k < 8; k++) {
