@@ -258,3 +258,32 @@ def test_softmax_of_two(dtype):
         u = unit_roundoff(dtype)
         assert abs(float(got[1]) - float(small)) <= FACTOR * u * (1 + gap) * float(small), gap
         assert abs(float(got[0]) - float(large)) <= FACTOR * u * float(large), gap
+
+
+@pytest.mark.parametrize("offset, shifted_fails",
+                         [(-300.0, True), (-90.0, True), (1e30, False), (3e38, False)])
+def test_sigsoftmax_rows_where_naive_formulas_fail(offset, shifted_fails):
+    """float32 rows where exp(z)*sigmoid(z) (0/0 or inf/inf) and, for negative rows,
+    'max-shift, then multiply by an unshifted sigmoid' (sigmoid underflows to 0) break
+    down, against mpmath.  Around +1e30 distinct floats are >= 7e22 apart, so the row has
+    ties to keep the answer a non-trivial distribution."""
+    mpmath = pytest.importorskip("mpmath")
+    steps = np.array([0.0, 0.0, -0.5, -1.0, -3.0]) * max(1.0, abs(offset) * 1e-7)
+    z = (offset + steps).astype(np.float32)
+    with mpmath.workdps(60):
+        w = [2 * mpmath.mpf(float(v)) - mpmath.log1p(mpmath.exp(mpmath.mpf(float(v))))
+             for v in z]                                 # 2z - softplus(z)
+        top = max(w)
+        total = mpmath.fsum(mpmath.exp(v - top) for v in w)
+        exact = np.array([float(mpmath.exp(v - top) / total) for v in w])
+    with np.errstate(all="ignore"):
+        naive = np.exp(z) * (1 / (1 + np.exp(-z)))
+        naive = naive / naive.sum()
+        shifted = np.exp(z - z.max()) * (1 / (1 + np.exp(-z)))
+        shifted = shifted / shifted.sum()
+    tolerance = 1e-6 * np.maximum(exact, np.finfo(np.float32).tiny)
+    assert not np.all(np.abs(naive - exact) <= tolerance)       # the row is adversarial
+    assert shifted_fails == (not np.all(np.abs(shifted - exact) <= tolerance))
+    got = fs.sigsoftmax(z)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, exact, rtol=1e-6, atol=np.finfo(np.float32).tiny)
