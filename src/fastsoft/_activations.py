@@ -3,6 +3,7 @@
 import numpy as np
 
 from . import _kernels
+from ._backend import dispatch
 from ._config import resolve_threads
 from ._layout import mask_rows, result_rows, rows_of, rows_shape, write_back
 from ._validation import as_float_array, check_out, check_where, normalize_axis
@@ -71,6 +72,7 @@ def _transform(name, kernel, log_output, x, axis, out, where, num_threads):
     return target
 
 
+@dispatch
 @_document("Masked-out entries of the result are exactly 0; a fully masked row is all 0.")
 def softmax(x, axis=-1, *, out=None, where=None, num_threads=None):
     r"""Softmax along an axis: exponentials normalised to sum to 1.
@@ -127,6 +129,7 @@ def softmax(x, axis=-1, *, out=None, where=None, num_threads=None):
                       x, axis, out, where, num_threads)
 
 
+@dispatch
 @_document("Masked-out entries of the result are exactly -inf; a fully masked row is all -inf.")
 def log_softmax(x, axis=-1, *, out=None, where=None, num_threads=None):
     r"""Logarithm of the softmax along an axis, computed without forming the softmax.
@@ -180,6 +183,7 @@ def log_softmax(x, axis=-1, *, out=None, where=None, num_threads=None):
                       x, axis, out, where, num_threads)
 
 
+@dispatch
 @_document("A fully masked row is exactly 0 (it has no member).")
 def sigsoftmax(x, axis=-1, *, out=None, where=None, num_threads=None):
     r"""Sigsoftmax along an axis (Kanai et al., NeurIPS 2018).
@@ -241,6 +245,7 @@ def sigsoftmax(x, axis=-1, *, out=None, where=None, num_threads=None):
                       x, axis, out, where, num_threads)
 
 
+@dispatch
 @_document("Masked-out entries of the result are exactly -inf; a fully masked row is all -inf.")
 def log_sigsoftmax(x, axis=-1, *, out=None, where=None, num_threads=None):
     r"""Logarithm of sigsoftmax along an axis (Kanai et al., NeurIPS 2018).
@@ -292,6 +297,7 @@ def log_sigsoftmax(x, axis=-1, *, out=None, where=None, num_threads=None):
                       x, axis, out, where, num_threads)
 
 
+@dispatch
 @_document("A fully masked row gives -inf (the log of an empty sum).")
 def logsumexp(x, axis=-1, *, keepdims=False, out=None, where=None, num_threads=None):
     r"""Logarithm of the sum of exponentials along an axis.

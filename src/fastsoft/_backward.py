@@ -3,6 +3,7 @@
 import numpy as np
 
 from . import _kernels
+from ._backend import dispatch
 from ._config import resolve_threads
 from ._layout import mask_rows, result_rows, rows_of, write_back
 from ._validation import as_float_array, check_out, check_where, normalize_axis
@@ -78,6 +79,7 @@ def _vjp(name, kind, arrays, axis, out, where, num_threads):
     return target
 
 
+@dispatch
 @_document
 def softmax_backward(grad_output, output, axis=-1, *, out=None, where=None, num_threads=None):
     r"""Backward pass of `softmax`: the vector-Jacobian product.
@@ -122,6 +124,7 @@ def softmax_backward(grad_output, output, axis=-1, *, out=None, where=None, num_
                 num_threads)
 
 
+@dispatch
 @_document
 def log_softmax_backward(grad_output, output, axis=-1, *, out=None, where=None, num_threads=None):
     r"""Backward pass of `log_softmax`: the vector-Jacobian product.
@@ -165,6 +168,7 @@ def log_softmax_backward(grad_output, output, axis=-1, *, out=None, where=None, 
                 num_threads)
 
 
+@dispatch
 @_document
 def sigsoftmax_backward(grad_output, output, x, axis=-1, *, out=None, where=None,
                         num_threads=None):
@@ -213,6 +217,7 @@ def sigsoftmax_backward(grad_output, output, x, axis=-1, *, out=None, where=None
                 where, num_threads)
 
 
+@dispatch
 @_document
 def log_sigsoftmax_backward(grad_output, output, x, axis=-1, *, out=None, where=None,
                             num_threads=None):
@@ -259,6 +264,7 @@ def log_sigsoftmax_backward(grad_output, output, x, axis=-1, *, out=None, where=
                 out, where, num_threads)
 
 
+@dispatch
 @_document
 def logsumexp_backward(grad_output, x, result, axis=-1, *, out=None, where=None,
                        num_threads=None):

@@ -7,6 +7,7 @@ than `PARALLEL_MIN_ELEMENTS` always runs on the calling thread: starting a paral
 costs more than it saves there.
 """
 
+import importlib.util
 import operator
 import sys
 
@@ -91,11 +92,24 @@ def resolve_threads(num_threads, n_elements):
     return 1 if n_elements < PARALLEL_MIN_ELEMENTS else n
 
 
+def _gpu_report():
+    """One line on the CuPy backend; imports CuPy only if it is installed."""
+    if importlib.util.find_spec("cupy") is None:
+        return "not installed (pip install 'fastsoft[cupy]' for the GPU backend)"
+    try:
+        from . import _cupy
+
+        return _cupy.device_info()
+    except Exception as error:  # a broken CUDA setup must not break show_config
+        return f"installed but unusable: {error}"
+
+
 def show_config(file=None):
     """Print how this fastsoft was built and how it will run.
 
     Reports the version, the CPU variant of the kernels in use (and the variants this CPU
-    supports), whether OpenMP is compiled in, and the thread count a call would use.
+    supports), whether OpenMP is compiled in, the thread count a call would use, and
+    whether CuPy (the GPU backend) is installed, with its device.
 
     Parameters
     ----------
@@ -123,6 +137,7 @@ def show_config(file=None):
         f"  threads:      {get_num_threads()} (from {source}; calls under "
         f"{PARALLEL_MIN_ELEMENTS} elements use 1)",
         f"  numpy:        {np.__version__}",
+        f"  CuPy (GPU):   {_gpu_report()}",
         f"  python:       {sys.version.split()[0]}",
     ]
     print("\n".join(lines), file=file)

@@ -6,6 +6,7 @@ import operator
 import numpy as np
 
 from . import _kernels
+from ._backend import dispatch
 from ._config import resolve_threads
 from ._layout import result_rows, rows_of, write_back
 from ._validation import as_float_array, normalize_axis
@@ -62,6 +63,7 @@ def _grad_scales(grad_output, reduction, loss_shape, denominator, name):
     return None, (g / denominator if denominator != 0 else 0.0)
 
 
+@dispatch
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
                   reduction="mean", label_smoothing=0.0, activation="softmax",
                   return_grad=False, grad_output=None, grad_out=None, num_threads=None):
