@@ -8,13 +8,14 @@
 #    shifted logits and S = Σ_j exp(d_j); its gradient is dL/dx_j = A p_j - B_j.  For
 #    sigsoftmax, d_j are the log-domain gaps w(z_j) - max w and every column carries the
 #    extra factor (2 - sigmoid(z_j)) (Kanai et al., Theorem 5).
-# 2. Per row: (a) the max, then d_j into a per-thread double row `work`; (b) one pass that
-#    adds up log S (max term taken out, log1p as in logsumexp) and Σ B_j (-d_j) — all terms
-#    non-negative, so nothing cancels — while replacing d_j by exp(d_j) in `work`;
+# 2. Per row: (a) the max (and for sigsoftmax the gaps d_j into a per-thread double row
+#    `work`); (b) one pass that adds up log S (max term taken out, log1p as in logsumexp)
+#    and Σ B_j (-d_j) — all terms non-negative, so nothing cancels — leaving exp(d_j) in
+#    `work` (softmax exponentiates in the row's precision, sigsoftmax in double);
 #    (c) if a gradient is wanted, one pass writing scale * (A e_j / S - B_j).  The logits
 #    are read in (a) and, for sigsoftmax's factor, in (c) just before the gradient element
 #    is written, so the gradient may overwrite the logits (grad_out=logits).
-# 3. All arithmetic after reading the logits is in double, for both dtypes.
+# 3. Sums, the loss and the gradient are computed in double for both dtypes.
 # 4. Ignored rows (index target == ignore_index) get loss 0 and gradient 0 without reading
 #    anything; the class weights are never indexed with ignore_index.  The weights are
 #    always an array (ones when unweighted) so that no load depends on a condition.  0 * log 0 counts as
@@ -49,6 +50,7 @@ cdef inline double _row_cross_entropy(
     cdef double weighted_gap[CHUNK]
     cdef double target_weight[CHUNK]
     cdef double factor[CHUNK]
+    cdef real row_exp[CHUNK]
     cdef double sum_off_max = 0.0, sum_off_max_lost = 0.0
     cdef double gap_total = 0.0, gap_total_lost = 0.0
     cdef double weight_sum = 0.0, weight_sum_lost = 0.0
@@ -58,30 +60,39 @@ cdef inline double _row_cross_entropy(
     cdef bint has_index = q == NULL
     cdef real row_max = _row_max(x, n)
 
-    # (a) shifted logits
+    # (a) sigsoftmax: the gaps d_j into `work`; softmax: d_j = x_j - max is formed on the fly
     if sigsoftmax:
         _row_sigsoftmax_gap(x, work, n, row_max)
-    else:
-        for j in range(n):
-            work[j] = <double>x[j] - <double>row_max
     if has_index:
-        target_d = work[target]
+        target_d = work[target] if sigsoftmax else <double>x[target] - <double>row_max
         w_t = w[target]
         if sigsoftmax:
             target_factor = 2.0 - FS_sigmoid(<double>x[target])
 
-    # (b) log S and Σ B_j (-d_j), replacing d_j by exp(d_j); a zero B_j adds 0 even
+    # (b) log S and Σ B_j (-d_j), leaving exp(d_j) in `work`; a zero B_j adds 0 even
     #     against d_j = -inf.  Without smoothing an index target's Σ is 0: skipped.
     start = 0
     while start < n:
         length = n - start if n - start < CHUNK else CHUNK
-        for j in range(length):
-            d = work[start + j]
-            e = FS_exp(d)
-            neg_gap[j] = -d
-            ties += d == 0
-            exp_off_max[j] = 0.0 if d == 0 else e
-            work[start + j] = e
+        if sigsoftmax:
+            for j in range(length):
+                d = work[start + j]
+                e = FS_exp(d)
+                neg_gap[j] = -d
+                ties += d == 0
+                exp_off_max[j] = 0.0 if d == 0 else e
+                work[start + j] = e
+        else:
+            # exponentials in the row's own precision (8 floats per AVX2 vector, like the
+            # forward softmax); only the sums and `work` are double
+            _exp_shifted_chunk(x + start, row_exp, length, row_max)
+            for j in range(length):
+                ties += x[start + j] == row_max
+                exp_off_max[j] = 0.0 if x[start + j] == row_max else <double>row_exp[j]
+                work[start + j] = <double>row_exp[j]
+            if smoothing != 0 or not has_index:
+                for j in range(length):
+                    neg_gap[j] = <double>row_max - <double>x[start + j]
         if not has_index:
             for j in range(length):
                 b = w[start + j] * (keep * <double>q[start + j] + per_class)
