@@ -54,6 +54,15 @@ def _select():
 variant, core = _select()
 supported_variants = tuple(_supported())
 
+if not core.openmp_enabled():
+    # pip hides the build's own warning on success, so say it where it will be seen
+    warnings.warn(
+        "fastsoft was built without OpenMP: every call runs on one thread "
+        "(rebuild with a compiler that supports -fopenmp; fastsoft.show_config() reports it)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
 
 def load_variant(name):
     """The kernel module of variant `name`, or None if this CPU/build cannot run it."""
