@@ -815,3 +815,16 @@ def test_argument_errors():
     for axis in (2, -3):
         with pytest.raises(AxisError):
             _sentinel_call(logits, target, axis=axis)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigsoftmax"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_positive_infinity_makes_the_row_nan(activation, dtype):
+    """A +inf logit (target or not) makes that row's loss and gradient NaN, and only that
+    row's: the documented rule, as for softmax (inf - inf)."""
+    logits = np.array([[1.0, np.inf, 0.0], [0.5, 1.5, -1.0], [np.inf, 0.0, 0.0]], dtype=dtype)
+    target = np.array([0, 2, 0])
+    loss, grad = fs.cross_entropy(logits, target, reduction="none", return_grad=True,
+                                  activation=activation)
+    assert np.isnan(loss[0]) and np.isnan(loss[2]) and np.isfinite(loss[1])
+    assert np.isnan(grad[0]).all() and np.isnan(grad[2]).all() and np.isfinite(grad[1]).all()

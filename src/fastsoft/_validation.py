@@ -11,21 +11,74 @@ import numpy as np
 from numpy.exceptions import AxisError
 
 
+# The dtype policy as names, for any array namespace: kind and itemsize as NumPy spells them.
+_STANDARD_DTYPES = (
+    ("bool", "b", 1),
+    ("int8", "i", 1), ("int16", "i", 2), ("int32", "i", 4), ("int64", "i", 8),
+    ("uint8", "u", 1), ("uint16", "u", 2), ("uint32", "u", 4), ("uint64", "u", 8),
+    ("float16", "f", 2), ("float32", "f", 4), ("float64", "f", 8),
+)
+
+
+def dtype_policy(kind, itemsize):
+    """(work dtype name, result dtype name) for a dtype of this NumPy kind and itemsize,
+    or None when fastsoft does not compute on it."""
+    if kind == "f" and itemsize in (4, 8):
+        name = f"float{8 * itemsize}"
+        return name, name
+    if kind == "f" and itemsize == 2:
+        return "float32", "float16"
+    if kind in ("b", "i", "u"):
+        return "float64", "float64"
+    return None
+
+
+def unsupported_dtype(name, dtype):
+    """The TypeError of an input dtype outside the policy."""
+    return TypeError(
+        f"{name}: unsupported dtype {dtype} (fastsoft computes on float32 and float64; "
+        "float16 is computed in float32, bool and integers in float64)"
+    )
+
+
+def kind_and_itemsize(dtype, xp=None):
+    """(NumPy kind, itemsize) of a dtype of any array namespace; (None, None) if unknown.
+
+    NumPy and CuPy dtypes carry both (byte-swapped ones included); dtype objects of
+    other namespaces (array-api-strict) are matched against `xp`'s standard dtypes.
+    """
+    kind, itemsize = getattr(dtype, "kind", None), getattr(dtype, "itemsize", None)
+    if isinstance(kind, str) and isinstance(itemsize, int):
+        return kind, itemsize
+    for dtype_name, kind, itemsize in _STANDARD_DTYPES:
+        candidate = getattr(xp, dtype_name, None)
+        if candidate is not None and dtype == candidate:
+            return kind, itemsize
+    return None, None
+
+
+def broadcasts_to(shape, target):
+    """Whether an array of `shape` broadcasts to `target` (without changing `target`)."""
+    if len(shape) > len(target):
+        return False
+    return all(n == 1 or n == m for n, m in zip(reversed(shape), reversed(target)))
+
+
+def where_shape_error(name, where_shape, shape):
+    """The ValueError of a where= mask that does not broadcast to the input."""
+    return ValueError(
+        f"{name}: where of shape {tuple(where_shape)} cannot be broadcast to the input's "
+        f"shape {tuple(shape)}"
+    )
+
+
 def as_float_array(x, name):
     """(x as a native float32/float64 ndarray to compute on, dtype of the result)."""
     x = np.asarray(x)
-    kind, itemsize = x.dtype.kind, x.dtype.itemsize
-    if kind == "f" and itemsize in (4, 8):
-        result_dtype = work_dtype = np.dtype(x.dtype.char)  # native byte order
-    elif kind == "f" and itemsize == 2:
-        work_dtype, result_dtype = np.dtype(np.float32), np.dtype(np.float16)
-    elif kind in "biu":
-        work_dtype = result_dtype = np.dtype(np.float64)
-    else:
-        raise TypeError(
-            f"{name}: unsupported dtype {x.dtype} (fastsoft computes on float32 and float64; "
-            "float16 is computed in float32, bool and integers in float64)"
-        )
+    policy = dtype_policy(x.dtype.kind, x.dtype.itemsize)
+    if policy is None:
+        raise unsupported_dtype(name, x.dtype)
+    work_dtype, result_dtype = np.dtype(policy[0]), np.dtype(policy[1])  # native byte order
     if x.dtype != work_dtype:
         x = x.astype(work_dtype)
     return x, result_dtype
@@ -48,17 +101,22 @@ def normalize_axis(axis, ndim, name):
     return axis % ndim
 
 
-def check_out(out, shape, dtype, name):
-    """out itself after checking it can hold the result (shape and dtype exactly)."""
+def check_out(out, shape, dtype, name, array_type=np.ndarray):
+    """out itself after checking it can hold the result (shape and dtype exactly).
+
+    `array_type` is the array class `out` must be (another namespace's for _generic).
+    """
     if out is None:
         return None
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name}: out must be a numpy.ndarray, not {type(out).__name__}")
+    if not isinstance(out, array_type):
+        raise TypeError(f"{name}: out must be a {array_type.__module__.split('.')[0]}."
+                        f"{array_type.__name__}, not {type(out).__name__}")
     if out.dtype != dtype:
         raise TypeError(f"{name}: out has dtype {out.dtype}, the result needs {dtype}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{name}: out has shape {out.shape}, the result needs {tuple(shape)}")
-    if not out.flags.writeable:
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{name}: out has shape {tuple(out.shape)}, the result needs "
+                         f"{tuple(shape)}")
+    if not getattr(getattr(out, "flags", None), "writeable", True):
         raise ValueError(f"{name}: out is read-only")
     return out
 
@@ -75,7 +133,4 @@ def check_where(where, shape, name):
     try:
         return np.broadcast_to(where, shape)
     except ValueError:
-        raise ValueError(
-            f"{name}: where of shape {where.shape} cannot be broadcast to the input's shape "
-            f"{tuple(shape)}"
-        ) from None
+        raise where_shape_error(name, where.shape, shape) from None

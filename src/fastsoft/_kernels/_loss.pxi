@@ -109,6 +109,10 @@ cdef inline double _row_cross_entropy(
         _add_chunk_sum[real](&sum_off_max, &sum_off_max_lost, exp_off_max, length)
         start += length
     sum_off_max += sum_off_max_lost
+    if row_max == INFINITY:
+        # a +inf logit makes the row undefined (inf - inf), as in softmax: NaN loss and
+        # gradient; the max-term exclusion above would otherwise hide it
+        sum_off_max = NAN
     log_s = _log_normalizer(sum_off_max, ties)
     if has_index:
         A = keep * w_t + per_class * w_total
