@@ -1,0 +1,2 @@
+import fakecupy
+fakecupy.install()
