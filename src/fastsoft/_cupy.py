@@ -26,7 +26,6 @@ Design:
 
 import importlib.resources
 import math
-import operator
 import re
 import threading
 
@@ -34,7 +33,7 @@ import numpy as np
 
 from . import _generic
 from ._layout import rows_shape
-from ._validation import check_out, normalize_axis
+from ._validation import check_loss_options, check_out, normalize_axis
 
 __all__ = [
     "softmax", "log_softmax", "logsumexp", "sigsoftmax", "log_sigsoftmax",
@@ -320,28 +319,11 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     cupy = _cupy()
     name = "cross_entropy"
     x, work, result_dtype = _generic._as_input(cupy, logits, name)
-    if x.ndim == 0:
-        raise ValueError(f"{name}: logits need a class axis")
-    if axis is None:
-        raise TypeError(f"{name}: axis must be an integer (the class axis), not None")
-    axis = normalize_axis(axis, x.ndim, name)
-    if reduction not in _generic._REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be one of {_generic._REDUCTIONS}, not "
-                         f"{reduction!r}")
-    if activation not in _generic._ACTIVATIONS:
-        raise ValueError(f"{name}: activation must be one of {_generic._ACTIVATIONS}, not "
-                         f"{activation!r}")
-    smoothing = float(label_smoothing)
-    if not 0.0 <= smoothing <= 1.0:
-        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    ignore_index = operator.index(ignore_index)
-    if not return_grad and (grad_output is not None or grad_out is not None):
-        raise ValueError(f"{name}: grad_output and grad_out need return_grad=True")
-
     shape = tuple(x.shape)
+    axis, smoothing, ignore_index = check_loss_options(
+        name, shape, axis, reduction, activation, label_smoothing, ignore_index,
+        return_grad, grad_output, grad_out)
     n_classes = shape[axis]
-    if n_classes == 0:
-        raise ValueError(f"{name}: the class axis has length 0")
     batch_shape = shape[:axis] + shape[axis + 1:]
     n_rows = math.prod(batch_shape)
     target = cupy.asarray(target)

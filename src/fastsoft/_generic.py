@@ -30,13 +30,13 @@ Design:
 
 import functools
 import math
-import operator
 
 import numpy as np
 
 from ._config import _check_thread_count
 from ._validation import (
     broadcasts_to,
+    check_loss_options,
     check_out,
     dtype_policy,
     kind_and_itemsize,
@@ -53,8 +53,6 @@ __all__ = [
 
 _INF = math.inf
 _NAN = math.nan
-_REDUCTIONS = ("none", "mean", "sum")
-_ACTIVATIONS = ("softmax", "sigsoftmax")
 
 
 def _quiet(func):
@@ -549,27 +547,11 @@ def cross_entropy(xp, logits, target, *, axis=-1, weight=None, ignore_index=-100
     """
     name = "cross_entropy"
     x, work, result_dtype = _as_input(xp, logits, name)
-    if x.ndim == 0:
-        raise ValueError(f"{name}: logits need a class axis")
-    if axis is None:
-        raise TypeError(f"{name}: axis must be an integer (the class axis), not None")
-    axis = normalize_axis(axis, x.ndim, name)
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, not {reduction!r}")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"{name}: activation must be one of {_ACTIVATIONS}, not "
-                         f"{activation!r}")
-    smoothing = float(label_smoothing)
-    if not 0.0 <= smoothing <= 1.0:
-        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    ignore_index = operator.index(ignore_index)
-    if not return_grad and (grad_output is not None or grad_out is not None):
-        raise ValueError(f"{name}: grad_output and grad_out need return_grad=True")
-
     shape = tuple(x.shape)
+    axis, smoothing, ignore_index = check_loss_options(
+        name, shape, axis, reduction, activation, label_smoothing, ignore_index,
+        return_grad, grad_output, grad_out)
     n_classes = shape[axis]
-    if n_classes == 0:
-        raise ValueError(f"{name}: the class axis has length 0")
     batch_shape = shape[:axis] + shape[axis + 1:]
     kept_shape = shape[:axis] + (1,) + shape[axis + 1:]
     class_shape = tuple(n_classes if k == axis else 1 for k in range(len(shape)))

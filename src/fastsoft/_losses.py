@@ -1,7 +1,6 @@
 """cross_entropy: the fused loss (and gradient) over softmax or sigsoftmax."""
 
 import math
-import operator
 
 import numpy as np
 
@@ -9,10 +8,8 @@ from . import _kernels
 from ._backend import dispatch
 from ._config import resolve_threads
 from ._layout import result_rows, rows_of, write_back
-from ._validation import as_float_array, normalize_axis
+from ._validation import as_float_array, check_loss_options
 
-_REDUCTIONS = ("none", "mean", "sum")
-_ACTIVATIONS = ("softmax", "sigsoftmax")
 
 
 def _index_targets(target, batch_shape, n_classes, ignore_index, name):
@@ -170,25 +167,10 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     """
     name = "cross_entropy"
     x, result_dtype = as_float_array(logits, name)
-    if x.ndim == 0:
-        raise ValueError(f"{name}: logits need a class axis")
-    if axis is None:
-        raise TypeError(f"{name}: axis must be an integer (the class axis), not None")
-    axis = normalize_axis(axis, x.ndim, name)
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, not {reduction!r}")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"{name}: activation must be one of {_ACTIVATIONS}, not {activation!r}")
-    smoothing = float(label_smoothing)
-    if not 0.0 <= smoothing <= 1.0:
-        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    ignore_index = operator.index(ignore_index)
-    if not return_grad and (grad_output is not None or grad_out is not None):
-        raise ValueError(f"{name}: grad_output and grad_out need return_grad=True")
-
+    axis, smoothing, ignore_index = check_loss_options(
+        name, x.shape, axis, reduction, activation, label_smoothing, ignore_index,
+        return_grad, grad_output, grad_out)
     n_classes = x.shape[axis]
-    if n_classes == 0:
-        raise ValueError(f"{name}: the class axis has length 0")
     batch_shape = x.shape[:axis] + x.shape[axis + 1:]
     target = np.asarray(target)
     if target.dtype.kind in "iu":

@@ -134,3 +134,30 @@ def check_where(where, shape, name):
         return np.broadcast_to(where, shape)
     except ValueError:
         raise where_shape_error(name, where.shape, shape) from None
+
+
+REDUCTIONS = ("none", "mean", "sum")
+ACTIVATIONS = ("softmax", "sigsoftmax")
+
+
+def check_loss_options(name, shape, axis, reduction, activation, label_smoothing,
+                       ignore_index, return_grad, grad_output, grad_out):
+    """cross_entropy's options checked alike on every path: (axis, smoothing, ignore_index)."""
+    if len(shape) == 0:
+        raise ValueError(f"{name}: logits need a class axis")
+    if axis is None:
+        raise TypeError(f"{name}: axis must be an integer (the class axis), not None")
+    axis = normalize_axis(axis, len(shape), name)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {REDUCTIONS}, not {reduction!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{name}: activation must be one of {ACTIVATIONS}, not {activation!r}")
+    smoothing = float(label_smoothing)
+    if not 0.0 <= smoothing <= 1.0:
+        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    ignore_index = operator.index(ignore_index)
+    if not return_grad and (grad_output is not None or grad_out is not None):
+        raise ValueError(f"{name}: grad_output and grad_out need return_grad=True")
+    if shape[axis] == 0:
+        raise ValueError(f"{name}: the class axis has length 0")
+    return axis, smoothing, ignore_index
