@@ -249,3 +249,22 @@ def test_keepdims_only_for_logsumexp():
 def test_result_dtype_for_lists(name):
     assert np.asarray(call(name, [[1, 2], [3, 4]])).dtype == result_dtype(np.int64)
     assert np.asarray(call(name, [0.5, 1.5])).dtype == np.float64
+
+
+def test_rows_with_a_step_of_minus_one_element():
+    """Reversed rows of one element have a row step of -1, which the kernels once took for
+    an error marker (SystemError); likewise a reversed per-row vector."""
+    column = np.arange(3.0).reshape(3, 1)[::-1]
+    np.testing.assert_array_equal(fs.softmax(column), np.ones((3, 1)))
+    np.testing.assert_array_equal(fs.logsumexp(column), [2.0, 1.0, 0.0])
+    out = np.empty(6)[::-2]
+    assert fs.logsumexp(column, out=out) is out
+    np.testing.assert_array_equal(out, [2.0, 1.0, 0.0])
+    loss, grad = fs.cross_entropy(column, np.zeros(3, dtype=int), reduction="none",
+                                  label_smoothing=0.1, return_grad=True)
+    np.testing.assert_array_equal(loss, np.zeros(3))
+    np.testing.assert_array_equal(grad, np.zeros((3, 1)))
+    reversed_ones = np.ones(3)[::-1]
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    np.testing.assert_allclose(fs.logsumexp_backward(reversed_ones, x, fs.logsumexp(x)),
+                               fs.softmax(x), rtol=1e-15)

@@ -122,8 +122,8 @@ cdef void _logsumexp_vjp_rows(const real* g, Py_ssize_t g_step, const real* x, P
                            mask + i * n_cols if mask != NULL else NULL, n_cols)
 
 
-cdef Py_ssize_t _vector_step(cnp.ndarray a, Py_ssize_t n) except -1:
-    """Element step of a 1-D array of length n (ValueError otherwise)."""
+cdef Py_ssize_t _vector_step(cnp.ndarray a, Py_ssize_t n) except? -1:
+    """Element step of a 1-D array of length n (ValueError otherwise; -1 is a valid step)."""
     if cnp.PyArray_NDIM(a) != 1 or a.shape[0] != n or not cnp.PyArray_ISALIGNED(a) \
             or cnp.PyArray_STRIDE(a, 0) % cnp.PyArray_ITEMSIZE(a) != 0:
         raise ValueError("kernel vectors must be aligned, 1-D, one value per row")

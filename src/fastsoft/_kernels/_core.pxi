@@ -162,8 +162,11 @@ cdef void _logsumexp_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_
 # Python entry points: check the layout contract, then release the GIL
 # ---------------------------------------------------------------------------------------
 
-cdef Py_ssize_t _row_step(cnp.ndarray a, Py_ssize_t n_cols) except -1:
-    """Element step between rows of a 2-D array with contiguous rows (ValueError otherwise)."""
+cdef Py_ssize_t _row_step(cnp.ndarray a, Py_ssize_t n_cols) except? -1:
+    """Element step between rows of a 2-D array with contiguous rows (ValueError otherwise).
+
+    `except?`: -1 is a valid step (reversed rows of one element), not an error marker.
+    """
     cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(a)
     if cnp.PyArray_NDIM(a) != 2 or not cnp.PyArray_ISALIGNED(a):
         raise ValueError("kernel arrays must be aligned and 2-D")
