@@ -353,15 +353,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
         denominator = cupy.sum(cupy.where(labels >= 0, label_weight, 0.0))
     else:
         denominator = cupy.asarray(float(n_rows), dtype=cupy.float64)
-    if grad_out is not None:
-        if not isinstance(grad_out, cupy.ndarray):
-            raise TypeError(f"{name}: grad_out must be a cupy.ndarray")
-        if grad_out.dtype != result_dtype:
-            raise TypeError(f"{name}: grad_out has dtype {grad_out.dtype}, the gradient "
-                            f"needs {result_dtype}")
-        if tuple(grad_out.shape) != shape:
-            raise ValueError(f"{name}: grad_out has shape {tuple(grad_out.shape)}, the "
-                             f"logits {shape}")
+    check_out(grad_out, shape, result_dtype, name, cupy.ndarray, what="grad_out")
     scale = (_generic._grad_scale(cupy, grad_output, reduction, batch_shape, denominator, name)
              if return_grad else None)
 

@@ -82,10 +82,6 @@ def _array_type(xp):
     return type(xp.asarray(0.0))
 
 
-def _type_name(array_type):
-    return f"{array_type.__module__.split('.')[0]}.{array_type.__name__}"
-
-
 def _as_input(xp, a, name):
     """(a as an xp array of its work dtype, work dtype, result dtype): the dtype policy."""
     a = xp.asarray(a)
@@ -579,17 +575,7 @@ def cross_entropy(xp, logits, target, *, axis=-1, weight=None, ignore_index=-100
         label_weight = xp.reshape(label_weight, kept_shape)
     else:
         denominator = xp.asarray(float(n_rows), dtype=xp.float64)
-    if grad_out is not None:
-        if not isinstance(grad_out, _array_type(xp)):
-            raise TypeError(f"{name}: grad_out must be a {_type_name(_array_type(xp))}")
-        if grad_out.dtype != result_dtype:
-            raise TypeError(f"{name}: grad_out has dtype {grad_out.dtype}, the gradient "
-                            f"needs {result_dtype}")
-        if tuple(grad_out.shape) != shape:
-            raise ValueError(f"{name}: grad_out has shape {tuple(grad_out.shape)}, the "
-                             f"logits {shape}")
-        if not getattr(getattr(grad_out, "flags", None), "writeable", True):
-            raise ValueError(f"{name}: grad_out is read-only")
+    check_out(grad_out, shape, result_dtype, name, _array_type(xp), what="grad_out")
     scale = (_grad_scale(xp, grad_output, reduction, batch_shape, denominator, name)
              if return_grad else None)
 

@@ -8,7 +8,7 @@ from . import _kernels
 from ._backend import dispatch
 from ._config import resolve_threads
 from ._layout import result_rows, rows_of, write_back
-from ._validation import as_float_array, check_loss_options
+from ._validation import as_float_array, check_loss_options, check_out
 
 
 
@@ -192,16 +192,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     else:
         kept = targets != ignore_index
         denominator = float(weight[targets[kept]].sum())
-    if grad_out is not None:
-        if not isinstance(grad_out, np.ndarray):
-            raise TypeError(f"{name}: grad_out must be a numpy.ndarray")
-        if grad_out.dtype != result_dtype:
-            raise TypeError(f"{name}: grad_out has dtype {grad_out.dtype}, the gradient "
-                            f"needs {result_dtype}")
-        if grad_out.shape != x.shape:
-            raise ValueError(f"{name}: grad_out has shape {grad_out.shape}, the logits {x.shape}")
-        if not grad_out.flags.writeable:
-            raise ValueError(f"{name}: grad_out is read-only")
+    check_out(grad_out, x.shape, result_dtype, name, what="grad_out")
     grad_scales, grad_scale = (_grad_scales(grad_output, reduction, batch_shape, denominator, name)
                                if return_grad else (None, 0.0))
 

@@ -101,23 +101,24 @@ def normalize_axis(axis, ndim, name):
     return axis % ndim
 
 
-def check_out(out, shape, dtype, name, array_type=np.ndarray):
+def check_out(out, shape, dtype, name, array_type=np.ndarray, what="out"):
     """out itself after checking it can hold the result (shape and dtype exactly).
 
-    `array_type` is the array class `out` must be (another namespace's for _generic).
+    `array_type` is the array class `out` must be (another namespace's for _generic);
+    `what` names the argument in the messages (cross_entropy's gradient buffer: grad_out).
     """
     if out is None:
         return None
     if not isinstance(out, array_type):
-        raise TypeError(f"{name}: out must be a {array_type.__module__.split('.')[0]}."
+        raise TypeError(f"{name}: {what} must be a {array_type.__module__.split('.')[0]}."
                         f"{array_type.__name__}, not {type(out).__name__}")
     if out.dtype != dtype:
-        raise TypeError(f"{name}: out has dtype {out.dtype}, the result needs {dtype}")
+        raise TypeError(f"{name}: {what} has dtype {out.dtype}, the result needs {dtype}")
     if tuple(out.shape) != tuple(shape):
-        raise ValueError(f"{name}: out has shape {tuple(out.shape)}, the result needs "
+        raise ValueError(f"{name}: {what} has shape {tuple(out.shape)}, the result needs "
                          f"{tuple(shape)}")
     if not getattr(getattr(out, "flags", None), "writeable", True):
-        raise ValueError(f"{name}: out is read-only")
+        raise ValueError(f"{name}: {what} is read-only")
     return out
 
 
