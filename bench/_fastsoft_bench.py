@@ -36,7 +36,7 @@ import numpy as np
 
 FUNCTIONS = ("softmax", "log_softmax", "logsumexp", "sigsoftmax", "log_sigsoftmax")
 DTYPES = ("float32", "float64")
-SHAPES = ((1, 1000), (256, 1000), (4096, 1000), (64, 50257), (1_000_000, 10))
+SHAPES = ((1, 1000), (256, 1000), (4096, 1000), (64, 50257), (8, 1_000_000), (1_000_000, 10))
 THREAD_COUNTS = (1, 2)
 
 BASE_SEED = 20_250_601
