@@ -90,3 +90,92 @@ def test_python_scalars_and_lists_do_not_count_as_cpu_arrays(fake_cupy):
     fs.cross_entropy(logits, FakeGpuArray([0, 1]), weight=[1.0, 2.0, 3.0],
                      return_grad=True, grad_output=2.0)
     assert [call[0] for call in fake_cupy] == ["cross_entropy"]
+
+
+# ---------------------------------------------------------------------------------------
+# Dask: a stand-in ``dask.array`` module, the Dask backend replaced by a recorder
+
+
+class FakeDaskArray:
+    """Stands for dask.array.Array: the router only looks at the type."""
+
+    def __init__(self, data):
+        self.data = np.asarray(data)
+
+
+@pytest.fixture
+def fake_dask(monkeypatch):
+    module = types.ModuleType("dask.array")
+    module.Array = FakeDaskArray
+    monkeypatch.setitem(sys.modules, "dask.array", module)
+    calls = []
+
+    class Recorder:
+        def __getattr__(self, name):
+            def record(*args, **kwargs):
+                calls.append((name, args, kwargs))
+                return "dask result"
+            return record
+
+    monkeypatch.setattr(_backend, "_dask_backend", lambda: Recorder())
+    return calls
+
+
+def test_import_does_not_import_dask():
+    code = ("import sys, fastsoft; "
+            "assert not [m for m in sys.modules if m == 'dask' or m.startswith('dask.')], "
+            "'dask was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dask_array_goes_to_the_dask_backend(fake_dask):
+    x = FakeDaskArray([[1.0, 2.0]])
+    assert fs.log_softmax(x, axis=0) == "dask result"
+    assert fake_dask == [("log_softmax", (x,), {"axis": 0})]
+
+
+@pytest.mark.parametrize("dask_position", ["logits", "target", "where"])
+def test_any_dask_argument_takes_the_call_to_dask(fake_dask, dask_position):
+    logits, target = np.ones((2, 3)), np.zeros(2, dtype=int)
+    if dask_position == "logits":
+        assert fs.cross_entropy(FakeDaskArray(logits), target) == "dask result"
+    elif dask_position == "target":
+        assert fs.cross_entropy(logits, target=FakeDaskArray(target)) == "dask result"
+    else:
+        assert fs.softmax(logits, where=FakeDaskArray(np.ones((2, 3), bool))) == "dask result"
+    assert len(fake_dask) == 1
+
+
+def test_numpy_arrays_stay_on_the_cpu_with_dask_loaded(fake_dask):
+    np.testing.assert_allclose(fs.softmax(np.array([[1.0, 2.0]])), [[0.26894142, 0.73105858]])
+    assert fake_dask == []
+
+
+def test_dask_mixed_with_cupy_is_a_type_error(fake_dask, fake_cupy):
+    with pytest.raises(TypeError, match="mix Dask and CuPy"):
+        fs.softmax_backward(FakeDaskArray(np.ones(3)), FakeGpuArray(np.ones(3)))
+    assert fake_dask == [] and fake_cupy == []
+
+
+def test_cupy_alone_still_goes_to_the_gpu_with_dask_loaded(fake_dask, fake_cupy):
+    x = FakeGpuArray([1.0, 2.0])
+    assert fs.softmax(x) == "gpu result"
+    assert fake_dask == [] and len(fake_cupy) == 1
+
+
+def test_dask_module_still_importing_is_ignored(monkeypatch):
+    # "dask.array" is in sys.modules before its Array class exists while it imports
+    monkeypatch.setitem(sys.modules, "dask.array", types.ModuleType("dask.array"))
+    np.testing.assert_allclose(fs.softmax(np.zeros(2)), [0.5, 0.5])
+
+
+def test_function_without_a_dask_version_is_a_type_error(monkeypatch, fake_dask):
+    monkeypatch.setattr(_backend, "_dask_backend", lambda: types.ModuleType("fastsoft._dask"))
+
+    @_backend.dispatch
+    def not_in_the_backend(x):
+        return "cpu"
+
+    assert not_in_the_backend(np.ones(2)) == "cpu"
+    with pytest.raises(TypeError, match="no dask backend"):
+        not_in_the_backend(FakeDaskArray(np.ones(2)))

@@ -13,20 +13,23 @@ x : array_like
     Input values.  float32 and float64 are computed in their own precision; float16 is
     computed in float32 and returned as float16; bool and integer input is computed and
     returned in float64.  Complex, longdouble, object and string input raise TypeError.
+    A CuPy array runs on its GPU (docs/gpu.md); a Dask array gives a lazy Dask array
+    chunked like it, with the axis split over chunks or not (docs/scaling.md).
 axis : int or None, optional
     Axis along which the rows are taken (default: the last).  Negative values count from
     the end.  ``None`` treats the whole array as a single row.
 out : ndarray, optional
     Array of the result's shape and dtype to write into (it may be `x` itself, or any
-    strided view); it is returned."""
+    strided view); it is returned.  Not supported for Dask arrays (TypeError)."""
 
 _WHERE_THREADS = """\
 where : array_like of bool, optional
     Mask broadcastable to `x`: only entries where it is True take part in the max and the
     sum.  {masked}
 num_threads : int, optional
-    Threads for this call (default: `get_num_threads`).  Small inputs run on one thread;
-    the result never depends on the thread count."""
+    Threads for this call (default: `get_num_threads`; for Dask arrays, threads of each
+    block's call, default 1).  Small inputs run on one thread; the result never depends
+    on the thread count."""
 
 _RAISES = """\
 Raises

@@ -1,11 +1,16 @@
 """Route each public call by the type of its array arguments.
 
 NumPy arrays (and lists, scalars, anything else) go to the compiled CPU kernels; CuPy
-arrays go to fastsoft._cupy, the GPU backend.  CuPy is never imported here: an object can
-only be a CuPy array if the caller has imported cupy already, so routing first looks for
-"cupy" in sys.modules and costs one dictionary lookup when it is absent.  A call that
-mixes CuPy arrays with NumPy arrays is a TypeError: fastsoft never moves data between
-devices behind the caller's back.
+arrays go to fastsoft._cupy, the GPU backend; Dask arrays go to fastsoft._dask, which
+returns lazy Dask arrays whose NumPy blocks run the same kernels.  Neither CuPy nor Dask
+is imported here: an object can only be a CuPy (Dask) array if the caller has imported
+cupy (dask.array) already, so routing first looks for both names in sys.modules and
+costs two dictionary membership tests when they are absent.
+
+A call that mixes CuPy arrays with NumPy arrays is a TypeError: fastsoft never moves data
+between devices behind the caller's back.  A Dask array takes the call to the Dask
+backend, which wraps any NumPy arrays next to it (a target, a mask, a weight); a Dask
+array next to a CuPy array is a TypeError (the Dask backend computes on NumPy blocks).
 """
 
 import functools
@@ -29,10 +34,25 @@ def _device_of(value, cupy_array):
     return None
 
 
+def _dask_backend():
+    from . import _dask
+
+    return _dask
+
+
 def backend_for(name, args, kwargs):
     """The backend module for a call, or None for the CPU kernels."""
-    cupy = sys.modules.get("cupy")
-    if cupy is None:
+    modules = sys.modules
+    # the fast path of every NumPy call: two membership tests, as cheap as one .get()
+    if "cupy" not in modules and "dask.array" not in modules:
+        return None
+    cupy = modules.get("cupy")
+    dask_array = modules.get("dask.array")
+    if dask_array is not None:
+        backend = _dask_route(name, args, kwargs, cupy, dask_array)
+        if backend is not None:
+            return backend
+    if cupy is None:     # absent, or a None entry (an import blocked on purpose)
         return None
     cupy_array = cupy.ndarray
     devices = {_device_of(value, cupy_array) for value in (*args, *kwargs.values())}
@@ -47,6 +67,31 @@ def backend_for(name, args, kwargs):
     return _gpu_backend()
 
 
+def _dask_route(name, args, kwargs, cupy, dask_array):
+    """The Dask backend if an argument is a Dask array, else None."""
+    dask_type = getattr(dask_array, "Array", None)   # None while dask.array is importing
+    if dask_type is None:
+        return None
+    # plain loops: this runs on every NumPy call once Dask is imported
+    for value in args:
+        if isinstance(value, dask_type):
+            break
+    else:
+        for value in kwargs.values():
+            if isinstance(value, dask_type):
+                break
+        else:
+            return None
+    values = (*args, *kwargs.values())
+    cupy_array = getattr(cupy, "ndarray", None)
+    if cupy_array is not None and any(isinstance(value, cupy_array) for value in values):
+        raise TypeError(
+            f"{name}: arguments mix Dask and CuPy arrays; fastsoft's Dask backend computes "
+            "on NumPy blocks (pass NumPy or Dask arrays, or CuPy arrays alone)"
+        )
+    return _dask_backend()
+
+
 def dispatch(func):
     """Let `func` run on the backend its array arguments live on (see the module doc)."""
     name = func.__name__
@@ -56,6 +101,12 @@ def dispatch(func):
         backend = backend_for(name, args, kwargs)
         if backend is None:
             return func(*args, **kwargs)
-        return getattr(backend, name)(*args, **kwargs)
+        implementation = getattr(backend, name, None)
+        if implementation is None:
+            # a function newer than the backend: say so rather than fail deep inside
+            raise TypeError(f"{name} does not support the arrays given (no "
+                            f"{backend.__name__.rsplit('.', 1)[-1].lstrip('_')} backend "
+                            "for it yet); pass NumPy arrays")
+        return implementation(*args, **kwargs)
 
     return routed

@@ -16,12 +16,14 @@ axis : int or None, optional
     The axis the forward was computed along (default: the last; None: the whole array).
 out : ndarray, optional
     Array of the result's shape and dtype to write into; it may be `grad_output` (or
-    another input) itself.  It is returned.
+    another input) itself.  It is returned.  Not supported for Dask arrays (TypeError):
+    with Dask inputs the result is a lazy Dask array (docs/scaling.md).
 where : array_like of bool, optional
     The mask given to the forward: masked-out entries get exactly 0 gradient, and a
     fully masked row is all 0.
 num_threads : int, optional
-    Threads for this call (default: `get_num_threads`); the result never depends on it."""
+    Threads for this call (default: `get_num_threads`; for Dask arrays, threads of each
+    block's call, default 1); the result never depends on it."""
 
 _DTYPES = """\
 All inputs follow the forward's dtype rules (float16 is computed in float32, bool and

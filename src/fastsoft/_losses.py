@@ -151,6 +151,13 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     0 (PyTorch gives NaN there).  A row with a NaN or ``+inf`` logit has NaN loss and
     gradient.
 
+    Dask: with Dask logits (or any Dask argument; NumPy ones are wrapped) the loss is
+    lazy -- a 0-d Dask array for "mean" and "sum" -- and the gradient a lazy array
+    chunked like the logits; compute them together so the logits are read once.  The
+    class axis may be split over chunks.  A bad label raises IndexError when computed;
+    `grad_out` is a TypeError; `num_threads` is per block call, default 1
+    (docs/scaling.md).
+
     Examples
     --------
     >>> import numpy as np
