@@ -10,6 +10,7 @@ from ._backward import (
 )
 from ._config import get_num_threads, set_num_threads, show_config
 from ._losses import cross_entropy
+from ._mixture import log_mixture, mixture_cross_entropy
 from ._version import __version__
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "sigsoftmax_backward",
     "log_sigsoftmax_backward",
     "cross_entropy",
+    "log_mixture",
+    "mixture_cross_entropy",
     "get_num_threads",
     "set_num_threads",
     "show_config",

@@ -162,3 +162,37 @@ def check_loss_options(name, shape, axis, reduction, activation, label_smoothing
     if shape[axis] == 0:
         raise ValueError(f"{name}: the class axis has length 0")
     return axis, smoothing, ignore_index
+
+
+def check_mixture_axes(name, shape, axis, component_axis, activation):
+    """log_mixture's and mixture_cross_entropy's axes and activation, checked alike:
+    (class axis, component axis) as non-negative ints."""
+    if len(shape) < 2:
+        raise ValueError(f"{name}: logits need a component axis and a class axis "
+                         f"(got shape {tuple(shape)})")
+    for label, value in (("axis", axis), ("component_axis", component_axis)):
+        if value is None:
+            raise TypeError(f"{name}: {label} must be an integer, not None")
+    axis = normalize_axis(axis, len(shape), name)
+    component_axis = normalize_axis(component_axis, len(shape), name)
+    if axis == component_axis:
+        raise ValueError(f"{name}: axis and component_axis are the same axis ({axis})")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{name}: activation must be one of {ACTIVATIONS}, not {activation!r}")
+    if shape[component_axis] == 0:
+        raise ValueError(f"{name}: the component axis has length 0")
+    if shape[axis] == 0:
+        raise ValueError(f"{name}: the class axis has length 0")
+    return axis, component_axis
+
+
+def check_mixture_prior(prior_logits, name, expected_shape, dtype):
+    """The prior logits as an ndarray of `dtype` (the logits' work dtype) and `expected_shape`
+    (the logits' shape without the class axis)."""
+    prior = np.asarray(prior_logits)
+    if dtype_policy(prior.dtype.kind, prior.dtype.itemsize) is None:
+        raise unsupported_dtype(name, prior.dtype)
+    if tuple(prior.shape) != tuple(expected_shape):
+        raise ValueError(f"{name}: prior_logits has shape {tuple(prior.shape)}; the logits "
+                         f"without the class axis have shape {tuple(expected_shape)}")
+    return prior.astype(dtype, copy=False)

@@ -283,3 +283,4 @@ def logsumexp_rows(cnp.ndarray x not None, cnp.ndarray out not None, object mask
 
 include "_backward.pxi"
 include "_loss.pxi"
+include "_mixture.pxi"
