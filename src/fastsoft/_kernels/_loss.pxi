@@ -58,7 +58,9 @@ cdef inline double _row_cross_entropy(
     cdef double log_s, A, inverse_s, loss
     cdef Py_ssize_t j, start, length, ties = 0
     cdef bint has_index = q == NULL
-    cdef real row_max = _row_max(x, n)
+    cdef real row_min
+    cdef real row_max = _row_minmax(x, n, &row_min)
+    cdef bint short_exp = _short_exp(row_min, row_max)
 
     # (a) sigsoftmax: the gaps d_j into `work`; softmax: d_j = x_j - max is formed on the fly
     if sigsoftmax:
@@ -85,7 +87,7 @@ cdef inline double _row_cross_entropy(
         else:
             # exponentials in the row's own precision (8 floats per AVX2 vector, like the
             # forward softmax); only the sums and `work` are double
-            _exp_shifted_chunk(x + start, row_exp, length, row_max)
+            _exp_shifted_chunk(x + start, row_exp, length, row_max, short_exp)
             for j in range(length):
                 ties += x[start + j] == row_max
                 exp_off_max[j] = 0.0 if x[start + j] == row_max else <double>row_exp[j]
