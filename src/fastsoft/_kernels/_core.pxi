@@ -28,7 +28,7 @@ from fastsoft._kernels._shims cimport (
     FS_exp_store_sum_f32, FS_exp_store_sum_f64, FS_exp_sum_off_max_f32, FS_exp_sum_off_max_f64,
     FS_scale_f32, FS_divide_f64, FS_log_normalize_f32, FS_log_normalize_f64,
     FS_sigsoftmax_gap_f32, FS_sigsoftmax_gap_f64, FS_log1p_array, FS_log1p_one,
-    FS_sum_as_exp_f32, FS_sum_as_exp_f64,
+    FS_sum_as_exp_f32, FS_sum_as_exp_f64, FS_exp_store_sum_off_max_f32, FS_exp_store_sum_off_max_f64,
     FS_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_num, FS_cpu_has_avx2_fma,
 )
 

@@ -344,13 +344,20 @@ static inline double FS_fold_kahan4d(FS_v4d s0, FS_v4d c0, FS_v4d s1, FS_v4d c1)
    a far-out or infinite value take the general path.  The tail always takes the general
    path, since its padding is -inf. */
 
+/* ties == NULL: y = exp(x - shift), returns the sum.  ties != NULL: the same y, but the
+   returned sum leaves out the values x == shift (each exactly 1) and *ties counts them,
+   as FS_exp_sum_off_max_* does (cross-entropy needs both the stored exponentials and an
+   accurate log of the sum). */
 static inline __attribute__((always_inline)) double
-FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, const int normal)
+FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, const int normal,
+                          ptrdiff_t *ties)
 {
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
     const FS_v8f s = FS_splat8f(shift);
+    const FS_v8i lane_index = {0, 1, 2, 3, 4, 5, 6, 7};
     FS_v4d acc0 = FS_splat4d(0.0), acc1 = FS_splat4d(0.0), lo, hi;
+    FS_v8i count = {0, 0, 0, 0, 0, 0, 0, 0}, at_a, at_b;
     FS_v8f a, b, e, f;
     for (; j + 16 <= n; j += 16) {
         memcpy(&a, x + j, sizeof a);
@@ -359,6 +366,14 @@ FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, co
         f = normal ? FS_expf_v8_normal(b - s) : FS_expf_v8(b - s);
         memcpy(y + j, &e, sizeof e);
         memcpy(y + j + 8, &f, sizeof f);
+        if (ties) {
+            at_a = a == s;
+            at_b = b == s;
+            count -= at_a;
+            count -= at_b;
+            e = (FS_v8f)((FS_v8i)e & ~at_a);
+            f = (FS_v8f)((FS_v8i)f & ~at_b);
+        }
         FS_widen8f(e + f, &lo, &hi);
         acc0 += lo;
         acc1 += hi;
@@ -372,18 +387,31 @@ FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, co
         e = FS_expf_v8(a - s);              /* padding: exp(-inf) = 0 adds nothing */
         memcpy(pad, &e, sizeof e);
         memcpy(y + j, pad, (size_t)k * sizeof(float));
+        if (ties) {
+            at_a = (a == s) & (lane_index < (int)k);
+            count -= at_a;
+            e = (FS_v8f)((FS_v8i)e & ~at_a);
+        }
         FS_widen8f(e, &lo, &hi);
         acc0 += lo;
         acc1 += hi;
     }
+    if (ties)
+        *ties = (ptrdiff_t)(((count[0] + count[4]) + (count[2] + count[6]))
+                            + ((count[1] + count[5]) + (count[3] + count[7])));
     return FS_fold4d(acc0, acc1);
 #else
     double total = 0.0;
+    ptrdiff_t count = 0;
     (void)normal;
     for (; j < n; j++) {
+        int at_max = x[j] == shift;
         y[j] = FS_expf(x[j] - shift);
-        total += y[j];
+        count += at_max;
+        total += (ties && at_max) ? 0.0 : y[j];
     }
+    if (ties)
+        *ties = count;
     return total;
 #endif
 }
@@ -391,8 +419,15 @@ FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, co
 /* y[j] = exp(x[j] - shift) (y may be x); returns the sum of the y[j] in double. */
 static inline double FS_exp_store_sum_f32(const float *x, float *y, ptrdiff_t n, float shift, int normal)
 {
-    return normal ? FS_exp_store_sum_f32_impl(x, y, n, shift, 1)
-                  : FS_exp_store_sum_f32_impl(x, y, n, shift, 0);
+    return normal ? FS_exp_store_sum_f32_impl(x, y, n, shift, 1, NULL)
+                  : FS_exp_store_sum_f32_impl(x, y, n, shift, 0, NULL);
+}
+
+static inline double FS_exp_store_sum_off_max_f32(const float *x, float *y, ptrdiff_t n, float m,
+                                                  ptrdiff_t *ties, int normal)
+{
+    return normal ? FS_exp_store_sum_f32_impl(x, y, n, m, 1, ties)
+                  : FS_exp_store_sum_f32_impl(x, y, n, m, 0, ties);
 }
 
 static inline __attribute__((always_inline)) double
@@ -504,12 +539,15 @@ static inline void FS_log_normalize_f32(const float *x, float *y, ptrdiff_t n, f
  * ------------------------------------------------------------------------------------- */
 
 static inline __attribute__((always_inline)) double
-FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift, const int normal)
+FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift, const int normal,
+                          ptrdiff_t *ties)
 {
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
     const FS_v4d s = FS_splat4d(shift);
+    const FS_v4l lane_index = {0, 1, 2, 3};
     FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0, a, b, e, f;
+    FS_v4l count = {0, 0, 0, 0}, at_a, at_b;
     for (; j + 8 <= n; j += 8) {
         memcpy(&a, x + j, sizeof a);
         memcpy(&b, x + j + 4, sizeof b);
@@ -517,6 +555,14 @@ FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift,
         f = normal ? FS_exp_v4_normal(b - s) : FS_exp_v4(b - s);
         memcpy(y + j, &e, sizeof e);
         memcpy(y + j + 4, &f, sizeof f);
+        if (ties) {
+            at_a = a == s;
+            at_b = b == s;
+            count -= at_a;
+            count -= at_b;
+            e = (FS_v4d)((FS_v4l)e & ~at_a);
+            f = (FS_v4d)((FS_v4l)f & ~at_b);
+        }
         FS_kahan4d(&s0, &c0, e);
         FS_kahan4d(&s1, &c1, f);
     }
@@ -528,24 +574,43 @@ FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift,
         e = FS_exp_v4(a - s);
         memcpy(pad, &e, sizeof e);
         memcpy(y + j, pad, (size_t)k * sizeof(double));
+        if (ties) {
+            at_a = (a == s) & (lane_index < (long long)k);
+            count -= at_a;
+            e = (FS_v4d)((FS_v4l)e & ~at_a);
+        }
         FS_kahan4d(&s0, &c0, e);
     }
+    if (ties)
+        *ties = (ptrdiff_t)((count[0] + count[2]) + (count[1] + count[3]));
     return FS_fold_kahan4d(s0, c0, s1, c1);
 #else
     double total = 0.0;
+    ptrdiff_t count = 0;
     (void)normal;
     for (; j < n; j++) {
+        int at_max = x[j] == shift;
         y[j] = FS_exp(x[j] - shift);
-        total += y[j];
+        count += at_max;
+        total += (ties && at_max) ? 0.0 : y[j];
     }
+    if (ties)
+        *ties = count;
     return total;
 #endif
 }
 
 static inline double FS_exp_store_sum_f64(const double *x, double *y, ptrdiff_t n, double shift, int normal)
 {
-    return normal ? FS_exp_store_sum_f64_impl(x, y, n, shift, 1)
-                  : FS_exp_store_sum_f64_impl(x, y, n, shift, 0);
+    return normal ? FS_exp_store_sum_f64_impl(x, y, n, shift, 1, NULL)
+                  : FS_exp_store_sum_f64_impl(x, y, n, shift, 0, NULL);
+}
+
+static inline double FS_exp_store_sum_off_max_f64(const double *x, double *y, ptrdiff_t n, double m,
+                                                  ptrdiff_t *ties, int normal)
+{
+    return normal ? FS_exp_store_sum_f64_impl(x, y, n, m, 1, ties)
+                  : FS_exp_store_sum_f64_impl(x, y, n, m, 0, ties);
 }
 
 static inline __attribute__((always_inline)) double
