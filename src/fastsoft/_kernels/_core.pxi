@@ -17,12 +17,18 @@
 #    state, and an allocation failure is a Python MemoryError, not a crash in a kernel.
 
 cimport cython
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 cimport numpy as cnp
 from cython.parallel cimport prange, parallel
 
 from fastsoft._kernels._shims cimport (
     FS_expf, FS_exp, FS_log1p_unit, FS_sigmoid,
-    FS_max_f32, FS_max_f64, FS_sum_f32, FS_sum_f64, FS_sum_plain_f64,
+    FS_max_f32, FS_max_f64, FS_minmax_f32, FS_minmax_f64, FS_short_exp_f32, FS_short_exp_f64,
+    FS_sum_f32, FS_sum_f64, FS_sum_plain_f64,
+    FS_exp_store_sum_f32, FS_exp_store_sum_f64, FS_exp_sum_off_max_f32, FS_exp_sum_off_max_f64,
+    FS_scale_f32, FS_divide_f64, FS_log_normalize_f32, FS_log_normalize_f64,
+    FS_sigsoftmax_gap_f32, FS_sigsoftmax_gap_f64, FS_log1p_array, FS_log1p_one,
+    FS_sum_as_exp_f32, FS_sum_as_exp_f64, FS_exp_store_sum_off_max_f32, FS_exp_store_sum_off_max_f64,
     FS_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_num, FS_cpu_has_avx2_fma,
 )
 
@@ -55,22 +61,24 @@ def max_threads():
 cdef inline void _row_softmax(const real* x, real* v, const unsigned char* mask,
                               Py_ssize_t n, bint log_output) noexcept nogil:
     """v = softmax(x) or log_softmax(x) over one row; v may be x."""
-    cdef real row_max
+    cdef real row_max, row_min
     cdef double total, log_norm
     cdef Py_ssize_t n_at_max
+    cdef bint short_exp
     if mask != NULL:
         if _row_copy_masked(x, mask, v, n) == 0:
             _row_fill(v, n, -INFINITY if log_output else 0)
             return
         x = v
-    row_max = _row_max(x, n)
+    row_max = _row_minmax(x, n, &row_min)
+    short_exp = _short_exp(row_min, row_max)
     if log_output:
-        total = _row_sum_exp_off_max(x, n, row_max, &n_at_max)
+        total = _row_sum_exp_off_max(x, n, row_max, &n_at_max, short_exp)
         # +inf in the row: the row is NaN, as softmax's is (inf - inf)
         log_norm = NAN if row_max == INFINITY else _log_normalizer(total, n_at_max)
         _row_log_normalize(x, v, n, row_max, log_norm)
     else:
-        total = _row_exp_shifted_sum(x, v, n, row_max)
+        total = _row_exp_shifted_sum(x, v, n, row_max, short_exp)
         _row_scale(v, n, total)
     if mask != NULL:
         _row_fill_masked(v, mask, n, -INFINITY if log_output else 0)
@@ -79,40 +87,44 @@ cdef inline void _row_softmax(const real* x, real* v, const unsigned char* mask,
 cdef inline real _row_logsumexp(const real* x, const unsigned char* mask, real* scratch,
                                 Py_ssize_t n) noexcept nogil:
     """log(sum(exp(x))) of one row; the masked path copies the row into scratch first."""
-    cdef real row_max
+    cdef real row_max, row_min
     cdef double total
     cdef Py_ssize_t n_at_max
     if mask != NULL:
         if _row_copy_masked(x, mask, scratch, n) == 0:
             return -INFINITY
         x = scratch
-    row_max = _row_max(x, n)
-    total = _row_sum_exp_off_max(x, n, row_max, &n_at_max)
+    row_max = _row_minmax(x, n, &row_min)
+    total = _row_sum_exp_off_max(x, n, row_max, &n_at_max, _short_exp(row_min, row_max))
     return <real>(<double>row_max + _log_normalizer(total, n_at_max))
 
 
 cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* mask,
                                  double* gap, Py_ssize_t n, bint log_output) noexcept nogil:
     """v = sigsoftmax(z) or its log over one row, through the log-domain gap w - max(w)."""
-    cdef real z_max
+    cdef real z_max, z_min
     cdef double total, log_norm
     cdef Py_ssize_t j, n_at_max
+    cdef bint short_exp
     if mask != NULL:
         if _row_copy_masked(z, mask, v, n) == 0:
             _row_fill(v, n, -INFINITY if log_output else 0)
             return
         z = v
     # w is increasing in z, so the row's largest w belongs to its largest z
-    z_max = _row_max(z, n)
+    z_max = _row_minmax(z, n, &z_min)
     _row_sigsoftmax_gap(z, gap, n, z_max)
+    # w's slope is in (1, 2), so every gap is >= 2 (min - max) (the factor 2 is never
+    # reached, which leaves room for rounding): short-path range when that is
+    short_exp = _short_exp[double](2.0 * (<double>z_min - <double>z_max), 0.0)
     if log_output:
         # the max's own gap is exactly 0; +inf or NaN logits make gaps NaN, and the row NaN
-        total = _row_sum_exp_off_max(gap, n, 0.0, &n_at_max)
+        total = _row_sum_exp_off_max(gap, n, 0.0, &n_at_max, short_exp)
         log_norm = _log_normalizer(total, n_at_max)
         for j in range(n):
             v[j] = <real>(gap[j] - log_norm)
     else:
-        total = _row_exp_shifted_sum(gap, gap, n, 0.0)
+        total = _row_exp_shifted_sum(gap, gap, n, 0.0, short_exp)
         for j in range(n):
             v[j] = <real>(gap[j] / total)
     if mask != NULL:
@@ -123,12 +135,106 @@ cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* ma
 # Parallel drivers (fused over the dtype)
 # ---------------------------------------------------------------------------------------
 
+cdef enum:
+    SHORT_ROW = 32     # rows this short go through _tile_short_rows, several per vector
+    TILE = 1024        # values per tile of short rows (two float/double stack buffers)
+
+
+cdef inline void _tile_short_rows(const real* x, Py_ssize_t x_step, real* out,
+                                  Py_ssize_t out_step, Py_ssize_t n_rows, Py_ssize_t n,
+                                  int op) noexcept nogil:
+    """softmax (op 0), log_softmax (1) or logsumexp (2, out[i * out_step]) of a tile of
+    n_rows rows of n <= SHORT_ROW values, with n_rows * n <= TILE.
+
+    A vector holds values of several rows: the shifted values x - max(row) of the whole
+    tile are laid out contiguously and exponentiated in one vector pass, so rows of 10
+    values pay no per-row vector tail.  Per row the arithmetic is the same as
+    _row_softmax's: the max, exp(x - max), a double sum (max terms out, for the logs),
+    the double reciprocal (or log1p normaliser) applied once.
+    """
+    cdef real shifted[TILE]
+    cdef real e[TILE]
+    cdef double norm[TILE]        # per row: the max, then the sum, then the log normaliser
+    cdef double maxima[TILE]
+    cdef real row_max, low = INFINITY, d, v
+    cdef Py_ssize_t i, j, k, ties
+    cdef double total, log_norm, inverse
+    cdef float hi, lo
+    for i in range(n_rows):
+        # a scalar max: vector lanes would only add a fold for rows this short
+        row_max = -INFINITY
+        for j in range(n):
+            v = x[i * x_step + j]
+            row_max = v if v > row_max else row_max
+        maxima[i] = <double>row_max
+        for j in range(n):
+            d = x[i * x_step + j] - row_max
+            shifted[i * n + j] = d
+            low = d if d < low else low
+    # every shifted value in [-87, 0] (or NaN): the exponential's short path
+    _exp_shifted_chunk(shifted, e, n_rows * n, 0, _short_exp(low, <real>0))
+    if op == 0:
+        for i in range(n_rows):
+            total = _sum_as_exp(e + i * n, n)
+            for j in range(n):
+                out[i * out_step + j] = e[i * n + j]
+            _row_scale(out + i * out_step, n, total)
+        return
+    # the logs: log1p((ties - 1) + sum off the max) per row, as _log_normalizer.  The max
+    # terms (shifted == 0 exactly when x == max, by Sterbenz; never a NaN) are taken out
+    # of the sums by one branch-free pass over the tile, and the log1p of every row is one
+    # vector pass.
+    for k in range(n_rows * n):
+        e[k] = 0 if shifted[k] == 0 else e[k]
+    for i in range(n_rows):
+        total = _sum_as_exp(e + i * n, n)
+        ties = 0
+        for j in range(n):
+            ties += shifted[i * n + j] == 0
+        norm[i] = total + <double>(ties - 1)
+    FS_log1p_array(norm, norm, n_rows)
+    for i in range(n_rows):
+        log_norm = NAN if maxima[i] == INFINITY else norm[i]
+        if op == 1:
+            _row_log_normalize(x + i * x_step, out + i * out_step, n, <real>maxima[i], log_norm)
+        else:
+            if maxima[i] == INFINITY:
+                # the sum is infinite (its shifted values inf - inf are NaN): +inf, unless
+                # the row also holds a NaN
+                log_norm = 0.0
+                for j in range(n):
+                    if x[i * x_step + j] != x[i * x_step + j]:
+                        log_norm = NAN
+            out[i * out_step] = <real>(maxima[i] if maxima[i] == -INFINITY
+                                       else maxima[i] + log_norm)
+
+
+cdef void _short_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
+                      Py_ssize_t n_rows, Py_ssize_t n_cols, int op, int n_threads) noexcept nogil:
+    cdef Py_ssize_t rows_per_tile = TILE // n_cols
+    cdef Py_ssize_t n_tiles = (n_rows + rows_per_tile - 1) // rows_per_tile
+    cdef Py_ssize_t t, first
+    for t in prange(n_tiles, schedule="static", num_threads=n_threads,
+                    use_threads_if=n_threads > 1):
+        first = t * rows_per_tile
+        _tile_short_rows(x + first * x_step, x_step, out + first * out_step, out_step,
+                         min(rows_per_tile, n_rows - first), n_cols, op)
+
+
 cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
                         const unsigned char* mask, Py_ssize_t n_rows, Py_ssize_t n_cols,
                         bint log_output, int n_threads) noexcept nogil:
     cdef Py_ssize_t i
-    for i in prange(n_rows, schedule="static", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
+    if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:
+        _short_rows(x, x_step, out, out_step, n_rows, n_cols, 1 if log_output else 0, n_threads)
+        return
+    if n_threads == 1:
+        # no OpenMP region at all: a small call should not pay for entering one
+        for i in range(n_rows):
+            _row_softmax(x + i * x_step, out + i * out_step,
+                         mask + i * n_cols if mask != NULL else NULL, n_cols, log_output)
+        return
+    for i in prange(n_rows, schedule="static", num_threads=n_threads):
         _row_softmax(x + i * x_step, out + i * out_step,
                      mask + i * n_cols if mask != NULL else NULL, n_cols, log_output)
 
@@ -138,7 +244,13 @@ cdef void _sigsoftmax_rows(const real* z, Py_ssize_t z_step, real* out, Py_ssize
                            Py_ssize_t n_cols, bint log_output, int n_threads) noexcept nogil:
     cdef Py_ssize_t i
     cdef double* gap
-    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+    if n_threads == 1:
+        for i in range(n_rows):
+            _row_sigsoftmax(z + i * z_step, out + i * out_step,
+                            mask + i * n_cols if mask != NULL else NULL,
+                            scratch, n_cols, log_output)
+        return
+    with parallel(num_threads=n_threads):
         gap = scratch + omp_get_thread_num() * n_cols
         for i in prange(n_rows, schedule="static"):
             _row_sigsoftmax(z + i * z_step, out + i * out_step,
@@ -151,7 +263,15 @@ cdef void _logsumexp_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_
                           Py_ssize_t n_cols, int n_threads) noexcept nogil:
     cdef Py_ssize_t i
     cdef real* row_copy
-    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+    if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:
+        _short_rows(x, x_step, out, out_step, n_rows, n_cols, 2, n_threads)
+        return
+    if n_threads == 1:
+        for i in range(n_rows):
+            out[i * out_step] = _row_logsumexp(
+                x + i * x_step, mask + i * n_cols if mask != NULL else NULL, scratch, n_cols)
+        return
+    with parallel(num_threads=n_threads):
         row_copy = scratch + omp_get_thread_num() * n_cols
         for i in prange(n_rows, schedule="static"):
             out[i * out_step] = _row_logsumexp(
@@ -278,6 +398,68 @@ def logsumexp_rows(cnp.ndarray x not None, cnp.ndarray out not None, object mask
             _logsumexp_rows[double](<const double*>cnp.PyArray_DATA(x), x_step,
                                     <double*>cnp.PyArray_DATA(out), out_step, mask_data,
                                     <double*>cnp.PyArray_DATA(scratch), n_rows, n_cols, n_threads)
+    return out
+
+
+cdef enum:
+    SMALL_CALL_ELEMENTS = 1 << 15   # = fastsoft._config.PARALLEL_MIN_ELEMENTS: one thread
+
+
+def small_forward(object x, int op):
+    """The whole call fs.<op>(x) for a small, plain array, or None to take the full path.
+
+    op: 0 softmax, 1 log_softmax, 2 logsumexp, 3 sigsoftmax, 4 log_sigsoftmax, each along
+    the last axis with default arguments.  Only an exact ndarray of float32/float64,
+    C-contiguous, aligned, native byte order, with 1 to SMALL_CALL_ELEMENTS values is
+    taken: those need no validation beyond these checks, no layout work, and run on the
+    calling thread (as the full path would run them).  Everything else returns None.
+    Tiny calls then cost about one allocation more than the arithmetic.
+    """
+    if not cnp.PyArray_CheckExact(x):
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    cdef int ndim = cnp.PyArray_NDIM(a)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
+    if ((typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or ndim == 0
+            or size == 0 or size > SMALL_CALL_ELEMENTS or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a)):
+        return None
+    cdef Py_ssize_t n_cols = cnp.PyArray_DIM(a, ndim - 1)
+    cdef Py_ssize_t n_rows = size // n_cols
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(ndim - 1 if op == 2 else ndim,
+                                             cnp.PyArray_DIMS(a), typenum, 0)
+    cdef void* data = cnp.PyArray_DATA(a)
+    cdef void* result = cnp.PyArray_DATA(out)
+    cdef double* scratch = NULL
+    if op >= 3:
+        scratch = <double*>PyMem_Malloc(n_cols * sizeof(double))
+        if scratch == NULL:
+            raise MemoryError()
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            if op <= 1:
+                _softmax_rows[float](<float*>data, n_cols, <float*>result, n_cols, NULL,
+                                     n_rows, n_cols, op == 1, 1)
+            elif op == 2:
+                _logsumexp_rows[float](<float*>data, n_cols, <float*>result, 1, NULL, NULL,
+                                       n_rows, n_cols, 1)
+            else:
+                _sigsoftmax_rows[float](<float*>data, n_cols, <float*>result, n_cols, NULL,
+                                        scratch, n_rows, n_cols, op == 4, 1)
+        else:
+            if op <= 1:
+                _softmax_rows[double](<double*>data, n_cols, <double*>result, n_cols, NULL,
+                                      n_rows, n_cols, op == 1, 1)
+            elif op == 2:
+                _logsumexp_rows[double](<double*>data, n_cols, <double*>result, 1, NULL, NULL,
+                                        n_rows, n_cols, 1)
+            else:
+                _sigsoftmax_rows[double](<double*>data, n_cols, <double*>result, n_cols, NULL,
+                                         scratch, n_rows, n_cols, op == 4, 1)
+    PyMem_Free(scratch)
+    if op == 2 and ndim == 1:
+        return out[()]      # a NumPy scalar, as the full path returns for a 0-d result
     return out
 
 

@@ -58,7 +58,9 @@ cdef inline double _row_cross_entropy(
     cdef double log_s, A, inverse_s, loss
     cdef Py_ssize_t j, start, length, ties = 0
     cdef bint has_index = q == NULL
-    cdef real row_max = _row_max(x, n)
+    cdef real row_min
+    cdef real row_max = _row_minmax(x, n, &row_min)
+    cdef bint short_exp = _short_exp(row_min, row_max)
 
     # (a) sigsoftmax: the gaps d_j into `work`; softmax: d_j = x_j - max is formed on the fly
     if sigsoftmax:
@@ -85,7 +87,7 @@ cdef inline double _row_cross_entropy(
         else:
             # exponentials in the row's own precision (8 floats per AVX2 vector, like the
             # forward softmax); only the sums and `work` are double
-            _exp_shifted_chunk(x + start, row_exp, length, row_max)
+            _exp_shifted_chunk(x + start, row_exp, length, row_max, short_exp)
             for j in range(length):
                 ties += x[start + j] == row_max
                 exp_off_max[j] = 0.0 if x[start + j] == row_max else <double>row_exp[j]
@@ -155,6 +157,41 @@ cdef inline double _row_cross_entropy(
     return loss
 
 
+cdef inline double _row_cross_entropy_index(
+        const real* x, Py_ssize_t n, Py_ssize_t target, double w_t,
+        real* grad, double grad_scale) noexcept nogil:
+    """The common case of _row_cross_entropy: softmax, an index target, no smoothing.
+
+    Then B = w_t at the target only and A = w_t, so loss = w_t (log S - d_t) and
+    grad = scale w_t (p - onehot(t)).  Three vector passes over the row, like softmax:
+    min/max; exponentials stored straight into the gradient row (or only summed when no
+    gradient is wanted); one scaling.  The target's logit is read before the gradient
+    row (which may be x itself) is written.
+    """
+    cdef real row_min
+    cdef real row_max = _row_minmax(x, n, &row_min)
+    cdef bint short_exp = _short_exp(row_min, row_max)
+    cdef double target_d = <double>x[target] - <double>row_max
+    cdef double sum_off_max, log_s, factor, e_t
+    cdef Py_ssize_t ties
+    if grad == NULL:
+        sum_off_max = _row_sum_exp_off_max(x, n, row_max, &ties, short_exp)
+    elif real is float:
+        sum_off_max = FS_exp_store_sum_off_max_f32(x, grad, n, row_max, &ties, short_exp)
+    else:
+        sum_off_max = FS_exp_store_sum_off_max_f64(x, grad, n, row_max, &ties, short_exp)
+    if row_max == INFINITY:
+        sum_off_max = NAN      # as in _row_cross_entropy: a +inf logit makes the row NaN
+    log_s = _log_normalizer(sum_off_max, ties)
+    if grad != NULL:
+        factor = grad_scale * w_t
+        e_t = <double>grad[target]
+        _row_scale(grad, n, (sum_off_max + <double>ties) / factor)
+        grad[target] = <real>(factor * (e_t / (sum_off_max + <double>ties) - 1.0))
+    # 0 * log 0 counts as 0: a zero-weight target never turns a -inf logit into NaN
+    return 0.0 if w_t == 0 else w_t * (log_s - target_d)
+
+
 cdef void _cross_entropy_rows(
         const real* x, Py_ssize_t x_step, Py_ssize_t n_rows, Py_ssize_t n_cols,
         const long long* targets, long long ignore_index, const real* q, Py_ssize_t q_step,
@@ -172,6 +209,10 @@ cdef void _cross_entropy_rows(
                 losses[i] = 0.0
                 if grad_row != NULL:
                     _row_fill(grad_row, n_cols, 0)
+            elif targets != NULL and smoothing == 0 and not sigsoftmax:
+                losses[i] = _row_cross_entropy_index(
+                    x + i * x_step, n_cols, targets[i], w[targets[i]], grad_row,
+                    grad_scales[i] if grad_scales != NULL else grad_scale)
             else:
                 losses[i] = _row_cross_entropy(
                     x + i * x_step, n_cols,

@@ -3,16 +3,15 @@
 # Design:
 # 1. Each helper works on raw pointers to one row and is `noexcept nogil`; it never
 #    allocates and never fails.  Callers guarantee n >= 1 and valid memory.
-# 2. Loops are written so that GCC vectorizes them without -ffast-math: elementwise loops
-#    call only the branch-free functions of fs_math.h; reductions (max, sums) are the
-#    explicit-lane C functions of fs_reduce.h, since a reduction through one accumulator
-#    cannot be vectorized without reassociating floating-point sums.
-# 3. Exponentials are fused with their sum in chunks of CHUNK values: the chunk is written
-#    (or kept in a stack buffer) and then summed while it is still in L1.  Helpers that
-#    read x and write v allow v == x (each element is read before it is written).
+# 2. The hot loops (exponentiate-and-sum, scale, log-normalise, sigsoftmax's gap) are the
+#    explicit-vector C functions of fs_simd.h, and the max is fs_reduce.h's: GCC does not
+#    auto-vectorize these loops as Cython emits them.  The remaining loops here are
+#    cheap and only call the branch-free functions of fs_math.h.
+# 3. Helpers that read x and write v allow v == x (each element is read before it is
+#    written).
 # 4. Sums of exponentials accumulate in double, also for float rows, so a row of 10^6
 #    values loses no accuracy to the sum (float: exact to far below 2^-24; double: Kahan
-#    lanes within a chunk, chunk totals joined by a compensated sum).
+#    lanes).
 # 5. The max ignores NaN (a NaN never compares greater); NaN then propagates through the
 #    sum, so a NaN anywhere makes its own row NaN and no other.
 
@@ -32,6 +31,23 @@ cdef inline real _row_max(const real* x, Py_ssize_t n) noexcept nogil:
         return FS_max_f32(x, n)
     else:
         return FS_max_f64(x, n)
+
+
+cdef inline real _row_minmax(const real* x, Py_ssize_t n, real* low) noexcept nogil:
+    """Largest non-NaN value of x[0:n] (-inf when there is none); the smallest in *low."""
+    if real is float:
+        return FS_minmax_f32(x, n, low)
+    else:
+        return FS_minmax_f64(x, n, low)
+
+
+cdef inline bint _short_exp(real low, real high) noexcept nogil:
+    """Whether every x - high of a row whose values lie in [low, high] is in the
+    exponential's short-path range (fs_simd.h); false for rows with infinities."""
+    if real is float:
+        return FS_short_exp_f32(low, high)
+    else:
+        return FS_short_exp_f64(low, high)
 
 
 cdef inline void _add_compensated(double* total, double* compensation, double term) noexcept nogil:
@@ -58,72 +74,55 @@ cdef inline double _sum_chunk(const real* x, Py_ssize_t n) noexcept nogil:
         return FS_sum_f64(x, n)
 
 
-cdef inline void _exp_shifted_chunk(const real* x, real* e, Py_ssize_t n, real shift) noexcept nogil:
+cdef inline void _exp_shifted_chunk(const real* x, real* e, Py_ssize_t n, real shift,
+                                    bint short_exp) noexcept nogil:
     """e[j] = exp(x[j] - shift) for a chunk; x and e may be the same buffer."""
-    cdef Py_ssize_t j
     if real is float:
-        for j in range(n):
-            e[j] = FS_expf(x[j] - shift)
+        FS_exp_store_sum_f32(x, e, n, shift, short_exp)
     else:
-        for j in range(n):
-            e[j] = FS_exp(x[j] - shift)
+        FS_exp_store_sum_f64(x, e, n, shift, short_exp)
 
 
-cdef inline double _row_exp_shifted_sum(const real* x, real* e, Py_ssize_t n, real shift) noexcept nogil:
-    """e[j] = exp(x[j] - shift) (e may be x); returns the sum of the e[j]."""
-    cdef double total = 0.0, compensation = 0.0
-    cdef Py_ssize_t start = 0, length
-    while start < n:
-        length = n - start if n - start < CHUNK else CHUNK
-        _exp_shifted_chunk(x + start, e + start, length, shift)
-        _add_compensated(&total, &compensation, _sum_chunk(e + start, length))
-        start += length
-    return total + compensation
+cdef inline double _row_exp_shifted_sum(const real* x, real* e, Py_ssize_t n, real shift,
+                                        bint short_exp) noexcept nogil:
+    """e[j] = exp(x[j] - shift) (e may be x); returns the sum of the e[j].  short_exp: the
+    caller knows every x[j] - shift is in the short-path range (_row_minmax)."""
+    if real is float:
+        return FS_exp_store_sum_f32(x, e, n, shift, short_exp)
+    else:
+        return FS_exp_store_sum_f64(x, e, n, shift, short_exp)
 
 
 cdef inline double _row_sum_exp_off_max(const real* x, Py_ssize_t n, real row_max,
-                                        Py_ssize_t* n_at_max) noexcept nogil:
+                                        Py_ssize_t* n_at_max, bint short_exp) noexcept nogil:
     """Sum of exp(x[j] - row_max) over the x[j] != row_max, and the count of x[j] == row_max.
 
     Taking the max terms out of the sum lets the caller form log(sum) as
     log1p((n_at_max - 1) + returned_sum), accurate when the other terms are tiny
-    (Blanchard, Higham & Higham 2021).  x is only read.
+    (Blanchard, Higham & Higham 2021).  x is only read; a NaN reaches the sum.
     """
-    cdef real e[CHUNK]
-    cdef double total = 0.0, compensation = 0.0
-    cdef Py_ssize_t start = 0, length, j, ties = 0
-    while start < n:
-        length = n - start if n - start < CHUNK else CHUNK
-        _exp_shifted_chunk(x + start, e, length, row_max)
-        for j in range(length):
-            # NaN != row_max, so a NaN reaches the sum and poisons it, as intended
-            ties += x[start + j] == row_max
-            e[j] = 0 if x[start + j] == row_max else e[j]
-        _add_compensated(&total, &compensation, _sum_chunk(e, length))
-        start += length
-    n_at_max[0] = ties
-    return total + compensation
+    if real is float:
+        return FS_exp_sum_off_max_f32(x, n, row_max, n_at_max, short_exp)
+    else:
+        return FS_exp_sum_off_max_f64(x, n, row_max, n_at_max, short_exp)
 
 
 cdef inline void _row_scale(real* v, Py_ssize_t n, double total) noexcept nogil:
     """v[j] /= total.  float rows multiply by the double reciprocal and round once."""
-    cdef Py_ssize_t j
-    cdef double inverse
     if real is float:
-        inverse = 1.0 / total
-        for j in range(n):
-            v[j] = <float>(<double>v[j] * inverse)
+        FS_scale_f32(v, n, 1.0 / total)
     else:
-        for j in range(n):
-            v[j] = v[j] / total
+        FS_divide_f64(v, n, total)
 
 
 cdef inline void _row_log_normalize(const real* x, real* v, Py_ssize_t n, real row_max,
                                     double log_norm) noexcept nogil:
-    """v[j] = (x[j] - row_max) - log_norm (v may be x), evaluated in double, rounded once."""
-    cdef Py_ssize_t j
-    for j in range(n):
-        v[j] = <real>((<double>x[j] - <double>row_max) - log_norm)
+    """v[j] = (x[j] - row_max) - log_norm (v may be x): float rows in float (fs_simd.h),
+    double rows in double."""
+    if real is float:
+        FS_log_normalize_f32(x, v, n, row_max, log_norm)
+    else:
+        FS_log_normalize_f64(x, v, n, row_max, log_norm)
 
 
 cdef inline void _row_fill(real* v, Py_ssize_t n, real value) noexcept nogil:
@@ -155,8 +154,17 @@ cdef inline void _row_fill_masked(real* v, const unsigned char* mask, Py_ssize_t
 
 
 cdef inline double _log_normalizer(double sum_off_max, Py_ssize_t n_at_max) noexcept nogil:
-    """log(sum of exp(x - max)) from _row_sum_exp_off_max's two results."""
-    return log1p(sum_off_max + <double>(n_at_max - 1))
+    """log(sum of exp(x - max)) from _row_sum_exp_off_max's two results (fs_simd.h's
+    log1p, the one the short-row tiles use)."""
+    return FS_log1p_one(sum_off_max + <double>(n_at_max - 1))
+
+
+cdef inline double _sum_as_exp(const real* e, Py_ssize_t n) noexcept nogil:
+    """Sum of exponentials e[0:n] in the order the row loops add them."""
+    if real is float:
+        return FS_sum_as_exp_f32(e, n)
+    else:
+        return FS_sum_as_exp_f64(e, n)
 
 
 cdef inline void _row_sigsoftmax_gap(const real* z, double* gap, Py_ssize_t n, real z_max) noexcept nogil:
@@ -166,16 +174,9 @@ cdef inline void _row_sigsoftmax_gap(const real* z, double* gap, Py_ssize_t n, r
     differenced exactly against the row max and only the bounded softplus tail
     log1p(exp(-|z|)) in [0, log 2] is evaluated, so the gap is accurate for logits
     anywhere in the dtype's range (rows near -300 or +1e30 included) and <= 0 since w
-    increases with z.  Computed in double for both dtypes.
+    increases with z.  Computed in double for both dtypes (fs_simd.h).
     """
-    cdef double m = <double>z_max
-    cdef double m_neg = m if m < 0 else 0.0
-    cdef double m_abs = m if m >= 0 else -m
-    cdef double m_tail = FS_log1p_unit(FS_exp(-m_abs))
-    cdef double zj, zj_neg, zj_abs
-    cdef Py_ssize_t j
-    for j in range(n):
-        zj = <double>z[j]
-        zj_neg = zj if zj < 0 else 0.0
-        zj_abs = zj if zj >= 0 else -zj
-        gap[j] = ((zj - m) + (zj_neg - m_neg)) - (FS_log1p_unit(FS_exp(-zj_abs)) - m_tail)
+    if real is float:
+        FS_sigsoftmax_gap_f32(z, gap, n, z_max)
+    else:
+        FS_sigsoftmax_gap_f64(z, gap, n, z_max)

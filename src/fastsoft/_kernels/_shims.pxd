@@ -1,5 +1,5 @@
 # C-level declarations shared by every kernel module: the branch-free math of fs_math.h, the
-# explicit-lane reductions of fs_reduce.h, and
+# explicit-lane reductions of fs_reduce.h, the vector row loops of fs_simd.h, and
 # an OpenMP shim, so that the same kernels build (serially) with a compiler that has no OpenMP.
 
 cdef extern from "fs_math.h" nogil:
@@ -14,6 +14,28 @@ cdef extern from "fs_reduce.h" nogil:
     double FS_sum_f32(const float* x, Py_ssize_t n) noexcept
     double FS_sum_f64(const double* x, Py_ssize_t n) noexcept
     double FS_sum_plain_f64(const double* x, Py_ssize_t n) noexcept
+    float FS_minmax_f32(const float* x, Py_ssize_t n, float* min_out) noexcept
+    double FS_minmax_f64(const double* x, Py_ssize_t n, double* min_out) noexcept
+    bint FS_short_exp_f32(float low, float high) noexcept
+    bint FS_short_exp_f64(double low, double high) noexcept
+
+cdef extern from "fs_simd.h" nogil:
+    double FS_exp_store_sum_f32(const float* x, float* y, Py_ssize_t n, float shift, bint short_exp) noexcept
+    double FS_exp_store_sum_f64(const double* x, double* y, Py_ssize_t n, double shift, bint short_exp) noexcept
+    double FS_exp_sum_off_max_f32(const float* x, Py_ssize_t n, float m, Py_ssize_t* ties, bint short_exp) noexcept
+    double FS_exp_sum_off_max_f64(const double* x, Py_ssize_t n, double m, Py_ssize_t* ties, bint short_exp) noexcept
+    double FS_exp_store_sum_off_max_f32(const float* x, float* y, Py_ssize_t n, float m, Py_ssize_t* ties, bint short_exp) noexcept
+    double FS_exp_store_sum_off_max_f64(const double* x, double* y, Py_ssize_t n, double m, Py_ssize_t* ties, bint short_exp) noexcept
+    void FS_scale_f32(float* y, Py_ssize_t n, double inverse) noexcept
+    void FS_divide_f64(double* y, Py_ssize_t n, double total) noexcept
+    void FS_log_normalize_f32(const float* x, float* y, Py_ssize_t n, float m, double log_norm) noexcept
+    void FS_log_normalize_f64(const double* x, double* y, Py_ssize_t n, double m, double log_norm) noexcept
+    void FS_log1p_array(const double* t, double* out, Py_ssize_t n) noexcept
+    double FS_log1p_one(double t) noexcept
+    double FS_sum_as_exp_f32(const float* e, Py_ssize_t n) noexcept
+    double FS_sum_as_exp_f64(const double* e, Py_ssize_t n) noexcept
+    void FS_sigsoftmax_gap_f32(const float* z, double* gap, Py_ssize_t n, float z_max) noexcept
+    void FS_sigsoftmax_gap_f64(const double* z, double* gap, Py_ssize_t n, double z_max) noexcept
 
 cdef extern from *:
     """

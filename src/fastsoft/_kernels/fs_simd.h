@@ -1,0 +1,858 @@
+/*
+ * fs_simd.h -- the hot row loops of fastsoft, written with explicit vector lanes.
+ *
+ * Design:
+ * 1. GCC does not auto-vectorize the exponential loops as Cython emits them (the row
+ *    helpers' float loops came out scalar), so the loops that dominate every kernel --
+ *    exponentiate-and-sum, scale, log-normalise, sigsoftmax's log-domain gap -- are
+ *    spelled out here with GCC/Clang vector extensions: 8 floats or 4 doubles per 32-byte
+ *    vector, lowered to AVX2+FMA by the avx2 build and to SSE2 register pairs by the
+ *    baseline build.  The vector code is the same in both builds; only the instruction
+ *    selection differs.
+ * 2. The elementwise functions (FS_expf_v8, FS_exp_v4, FS_log1p_unit_v4) follow the scalar
+ *    algorithms of fs_math.h step for step: same reduction, same polynomial, same
+ *    clamps, so they have the same accuracy and the same special values (-inf -> 0,
+ *    +inf -> inf, NaN -> NaN).  Lane selects are bit masks, never branches.
+ * 3. A row's last n % 8 (or n % 4) values go through the same vector code via a small
+ *    padded buffer, so a value's result never depends on where it sits in the row.
+ * 4. Sums of exponentials accumulate in double: float rows convert each vector to two
+ *    double vectors (exact), double rows use Kahan-compensated lanes; the lanes are folded
+ *    in a fixed order, so every build and thread count gives the same bits.
+ * 5. Compilers without vector extensions (not GCC/Clang) fall back to the scalar loops at
+ *    the bottom of each function, which compute the same values.
+ */
+#ifndef FS_SIMD_H
+#define FS_SIMD_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fs_math.h"
+#include "fs_reduce.h"
+
+#if FS_HAVE_VECTOR_EXTENSIONS
+
+typedef uint32_t FS_v8u __attribute__((vector_size(32)));
+typedef uint64_t FS_v4u __attribute__((vector_size(32)));
+
+static inline FS_v8f FS_splat8f(float v) { FS_v8f r = {v, v, v, v, v, v, v, v}; return r; }
+static inline FS_v4d FS_splat4d(double v) { FS_v4d r = {v, v, v, v}; return r; }
+
+/* where `take` is all-ones pick a, else b (lane masks from vector comparisons) */
+static inline FS_v8f FS_select8f(FS_v8i take, FS_v8f a, FS_v8f b)
+{
+    return (FS_v8f)(((FS_v8i)a & take) | ((FS_v8i)b & ~take));
+}
+
+static inline FS_v4d FS_select4d(FS_v4l take, FS_v4d a, FS_v4d b)
+{
+    return (FS_v4d)(((FS_v4l)a & take) | ((FS_v4l)b & ~take));
+}
+
+/* the two halves of 8 floats as 4 doubles each (exact).  With AVX these are single
+   instructions; GCC's lowering of the generic conversion went through the stack. */
+#if defined(__AVX__)
+#include <immintrin.h>
+static inline void FS_widen8f(FS_v8f v, FS_v4d *low, FS_v4d *high)
+{
+    __m256 m = (__m256)v;
+    *low = (FS_v4d)_mm256_cvtps_pd(_mm256_castps256_ps128(m));
+    *high = (FS_v4d)_mm256_cvtps_pd(_mm256_extractf128_ps(m, 1));
+}
+
+static inline FS_v8f FS_narrow4d(FS_v4d low, FS_v4d high)
+{
+    __m128 a = _mm256_cvtpd_ps((__m256d)low), b = _mm256_cvtpd_ps((__m256d)high);
+    return (FS_v8f)_mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1);
+}
+#else
+static inline void FS_widen8f(FS_v8f v, FS_v4d *low, FS_v4d *high)
+{
+    FS_v4f a = __builtin_shufflevector(v, v, 0, 1, 2, 3);
+    FS_v4f b = __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    *low = __builtin_convertvector(a, FS_v4d);
+    *high = __builtin_convertvector(b, FS_v4d);
+}
+
+static inline FS_v8f FS_narrow4d(FS_v4d low, FS_v4d high)
+{
+    FS_v4f a = __builtin_convertvector(low, FS_v4f), b = __builtin_convertvector(high, FS_v4f);
+    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7);
+}
+#endif
+
+/* FS_expf on 8 lanes */
+static inline FS_v8f FS_expf_v8(FS_v8f x)
+{
+    const FS_v8f shifter = FS_splat8f(12582912.0f);
+    const FS_v8f lowest = FS_splat8f(-104.0f), highest = FS_splat8f(89.0f);
+    x = FS_select8f(x < lowest, lowest, x);        /* NaN compares false and passes */
+    x = FS_select8f(x > highest, highest, x);
+    FS_v8f t = x * 1.44269504088896341f + shifter;
+    FS_v8f n = t - shifter;
+    FS_v8i ni = (FS_v8i)t - (FS_v8i)shifter;
+    FS_v8f r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    FS_v8f h = FS_splat8f(1.0f / 5040.0f);
+    h = h * r + 1.0f / 720.0f;
+    h = h * r + 1.0f / 120.0f;
+    h = h * r + 1.0f / 24.0f;
+    h = h * r + 1.0f / 6.0f;
+    h = h * r + 0.5f;
+    FS_v8f p = 1.0f + ((r * r) * h + r);
+    FS_v8i n1 = ni >> 1;                           /* floor(n/2): both factors stay normal */
+    FS_v8i n2 = ni - n1;
+    FS_v8f s1 = (FS_v8f)((n1 + 127) << 23);
+    FS_v8f s2 = (FS_v8f)((n2 + 127) << 23);
+    return (p * s1) * s2;
+}
+
+/* Whether every lane of a comparison mask is set.  Without SSE2 it answers "no", which
+   only sends every vector down the general (still correct) path. */
+#if defined(__AVX__)
+#include <immintrin.h>
+static inline int FS_all8(FS_v8i m) { return _mm256_movemask_ps((__m256)m) == 0xFF; }
+static inline int FS_all4(FS_v4l m) { return _mm256_movemask_pd((__m256d)m) == 0xF; }
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+static inline int FS_all8(FS_v8i m)
+{
+    __m128i a, b;
+    memcpy(&a, &m, sizeof a);
+    memcpy(&b, (const char *)&m + sizeof a, sizeof b);
+    return _mm_movemask_epi8(_mm_and_si128(a, b)) == 0xFFFF;
+}
+static inline int FS_all4(FS_v4l m)
+{
+    __m128i a, b;
+    memcpy(&a, &m, sizeof a);
+    memcpy(&b, (const char *)&m + sizeof a, sizeof b);
+    return _mm_movemask_epi8(_mm_and_si128(a, b)) == 0xFFFF;
+}
+#else
+static inline int FS_all8(FS_v8i m) { (void)m; return 0; }
+static inline int FS_all4(FS_v4l m) { (void)m; return 0; }
+#endif
+
+/* FS_expf_v8 for lanes whose results are normal floats (x in [-87, 88], no NaN): the
+   clamps and the two-factor scaling are then unnecessary, and the result has the same
+   bits (scaling a normal result by a power of two is exact either way). */
+static inline FS_v8f FS_expf_v8_normal(FS_v8f x)
+{
+    const FS_v8f shifter = FS_splat8f(12582912.0f);
+    FS_v8f t = x * 1.44269504088896341f + shifter;
+    FS_v8f n = t - shifter;
+    FS_v8i ni = (FS_v8i)t - (FS_v8i)shifter;
+    FS_v8f r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    FS_v8f h = FS_splat8f(1.0f / 5040.0f);
+    h = h * r + 1.0f / 720.0f;
+    h = h * r + 1.0f / 120.0f;
+    h = h * r + 1.0f / 24.0f;
+    h = h * r + 1.0f / 6.0f;
+    h = h * r + 0.5f;
+    FS_v8f p = 1.0f + ((r * r) * h + r);
+    return p * (FS_v8f)((ni + 127) << 23);
+}
+
+/* exp on 8 lanes: the short path when every lane allows it, else the general one */
+static inline FS_v8f FS_expf_v8_any(FS_v8f x)
+{
+    FS_v8i normal = (x >= -87.0f) & (x <= 88.0f);
+    if (__builtin_expect(FS_all8(normal), 1))
+        return FS_expf_v8_normal(x);
+    return FS_expf_v8(x);
+}
+
+/* FS_exp on 4 lanes */
+static inline FS_v4d FS_exp_v4(FS_v4d x)
+{
+    const FS_v4d shifter = FS_splat4d(6755399441055744.0);
+    const FS_v4d lowest = FS_splat4d(-746.0), highest = FS_splat4d(710.0);
+    x = FS_select4d(x < lowest, lowest, x);
+    x = FS_select4d(x > highest, highest, x);
+    FS_v4d t = x * 1.4426950408889634074 + shifter;
+    FS_v4d n = t - shifter;
+    FS_v4l ni = (FS_v4l)t - (FS_v4l)shifter;
+    FS_v4d r = x - n * 6.93145751953125e-1;
+    r = r - n * 1.42860682030941723212e-6;
+    FS_v4d p = FS_splat4d(1.0 / 6227020800.0);
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = 1.0 + ((r * r) * p + r);
+    /* floor(n/2) with a logical shift (AVX2 has no 64-bit arithmetic shift): n + 2048 > 0 */
+    FS_v4l n1 = (FS_v4l)(((FS_v4u)(ni + 2048)) >> 1) - 1024;
+    FS_v4l n2 = ni - n1;
+    FS_v4d s1 = (FS_v4d)((n1 + 1023) << 52);
+    FS_v4d s2 = (FS_v4d)((n2 + 1023) << 52);
+    return (p * s1) * s2;
+}
+
+/* FS_exp_v4 for lanes whose results are normal doubles (x in [-708, 709]) */
+static inline FS_v4d FS_exp_v4_normal(FS_v4d x)
+{
+    const FS_v4d shifter = FS_splat4d(6755399441055744.0);
+    FS_v4d t = x * 1.4426950408889634074 + shifter;
+    FS_v4d n = t - shifter;
+    FS_v4l ni = (FS_v4l)t - (FS_v4l)shifter;
+    FS_v4d r = x - n * 6.93145751953125e-1;
+    r = r - n * 1.42860682030941723212e-6;
+    FS_v4d p = FS_splat4d(1.0 / 6227020800.0);
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = 1.0 + ((r * r) * p + r);
+    return p * (FS_v4d)((ni + 1023) << 52);
+}
+
+static inline FS_v4d FS_exp_v4_any(FS_v4d x)
+{
+    FS_v4l normal = (x >= -708.0) & (x <= 709.0);
+    if (__builtin_expect(FS_all4(normal), 1))
+        return FS_exp_v4_normal(x);
+    return FS_exp_v4(x);
+}
+
+/* FS_log1p_unit on 4 lanes: log(1 + t) for 0 <= t <= 1 */
+static inline FS_v4d FS_log1p_unit_v4(FS_v4d t)
+{
+    const FS_v4d one = FS_splat4d(1.0);
+    FS_v4d u = one + t;
+    FS_v4d rounding = (t - (u - one)) / u;
+    FS_v4l upper = u > 1.4142135623730951;
+    FS_v4d m = FS_select4d(upper, 0.5 * u, u);
+    FS_v4d k = FS_select4d(upper, one, FS_splat4d(0.0));
+    FS_v4d f = m - one;
+    FS_v4d s = f / (2.0 + f);
+    FS_v4d z = s * s;
+    FS_v4d q = FS_splat4d(2.0 / 21.0);
+    q = q * z + 2.0 / 19.0;
+    q = q * z + 2.0 / 17.0;
+    q = q * z + 2.0 / 15.0;
+    q = q * z + 2.0 / 13.0;
+    q = q * z + 2.0 / 11.0;
+    q = q * z + 2.0 / 9.0;
+    q = q * z + 2.0 / 7.0;
+    q = q * z + 2.0 / 5.0;
+    q = q * z + 2.0 / 3.0;
+    FS_v4d R = z * q;
+    FS_v4d half_f2 = 0.5 * f * f;
+    FS_v4d log_m = f - (half_f2 - s * (half_f2 + R));
+    return k * 6.93147180369123816490e-01 + (log_m + (k * 1.90821492927058770002e-10 + rounding));
+}
+
+/* log(1 + t) on 4 lanes for any t >= 0 (inf -> inf, NaN -> NaN): 1 + t = 2^k m with m in
+   [sqrt(1/2), sqrt(2)), then FS_log1p_unit_v4's series and rounding correction. */
+static inline FS_v4d FS_log1p_v4(FS_v4d t)
+{
+    const FS_v4d one = FS_splat4d(1.0);
+    FS_v4d u = one + t;
+    FS_v4d rounding = (t - (u - one)) / u;
+    FS_v4l bits = (FS_v4l)u;
+    FS_v4l exponent = ((bits >> 52) & 0x7ff) - 1023;
+    FS_v4d m = (FS_v4d)((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);
+    FS_v4l upper = m > 1.4142135623730951;
+    m = FS_select4d(upper, 0.5 * m, m);
+    exponent = exponent + (upper & 1);
+    FS_v4d k = __builtin_convertvector(exponent, FS_v4d);
+    FS_v4d f = m - one;
+    FS_v4d s = f / (2.0 + f);
+    FS_v4d z = s * s;
+    FS_v4d q = FS_splat4d(2.0 / 21.0);
+    q = q * z + 2.0 / 19.0;
+    q = q * z + 2.0 / 17.0;
+    q = q * z + 2.0 / 15.0;
+    q = q * z + 2.0 / 13.0;
+    q = q * z + 2.0 / 11.0;
+    q = q * z + 2.0 / 9.0;
+    q = q * z + 2.0 / 7.0;
+    q = q * z + 2.0 / 5.0;
+    q = q * z + 2.0 / 3.0;
+    FS_v4d R = z * q;
+    FS_v4d half_f2 = 0.5 * f * f;
+    FS_v4d log_m = f - (half_f2 - s * (half_f2 + R));
+    FS_v4d result = k * 6.93147180369123816490e-01
+                    + (log_m + (k * 1.90821492927058770002e-10 + rounding));
+    /* u = inf (t huge or inf) and NaN: the bit manipulation above means nothing there */
+    FS_v4l special = ~(u < INFINITY);
+    return FS_select4d(special, u, result);
+}
+
+static inline double FS_fold4d(FS_v4d a, FS_v4d b)
+{
+    FS_v4d s = a + b;
+    return (s[0] + s[2]) + (s[1] + s[3]);
+}
+
+/* Kahan step of one vector into (sum, lost) */
+static inline void FS_kahan4d(FS_v4d *sum, FS_v4d *lost, FS_v4d term)
+{
+    FS_v4d y = term - *lost;
+    FS_v4d t = *sum + y;
+    *lost = (t - *sum) - y;
+    *sum = t;
+}
+
+/* Neumaier fold of Kahan lanes (sum - lost per lane), in a fixed lane order */
+static inline double FS_fold_kahan4d(FS_v4d s0, FS_v4d c0, FS_v4d s1, FS_v4d c1)
+{
+    double total = 0.0, compensation = 0.0;
+    for (int k = 0; k < 8; k++) {
+        double lane = k < 4 ? s0[k] : s1[k - 4];
+        double lost = k < 4 ? c0[k] : c1[k - 4];
+        double t = total + lane;
+        compensation += fabs(total) >= fabs(lane) ? (total - t) + lane : (lane - t) + total;
+        total = t;
+        compensation -= lost;
+    }
+    /* NaN or inf in the terms: the compensation is meaningless, the plain total decides */
+    return isfinite(total) ? total + compensation : total;
+}
+
+#endif /* FS_HAVE_VECTOR_EXTENSIONS */
+
+/* ---------------------------------------------------------------------------------------
+ * Row loops, float32
+ * ------------------------------------------------------------------------------------- */
+
+/* Adding two exponentials in float before widening halves the conversions; the pair's
+   rounding is a relative u/2 of a float, below what the result is rounded to anyway. */
+
+/* The row loops take `normal`: the caller's promise that every x[j] - shift lies in
+   [-87, 0] (float) or [-708, 0] (double) or is NaN, known from the row's min and max
+   (FS_minmax_*).  Such rows take the exponential's short path (no clamps, one scaling:
+   same bits as the general path), which is the common case for softmax inputs; rows with
+   a far-out or infinite value take the general path.  The tail always takes the general
+   path, since its padding is -inf. */
+
+/* ties == NULL: y = exp(x - shift), returns the sum.  ties != NULL: the same y, but the
+   returned sum leaves out the values x == shift (each exactly 1) and *ties counts them,
+   as FS_exp_sum_off_max_* does (cross-entropy needs both the stored exponentials and an
+   accurate log of the sum). */
+static inline __attribute__((always_inline)) double
+FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, const int normal,
+                          ptrdiff_t *ties)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v8f s = FS_splat8f(shift);
+    const FS_v8i lane_index = {0, 1, 2, 3, 4, 5, 6, 7};
+    FS_v4d acc0 = FS_splat4d(0.0), acc1 = FS_splat4d(0.0), lo, hi;
+    FS_v8i count = {0, 0, 0, 0, 0, 0, 0, 0}, at_a, at_b;
+    FS_v8f a, b, e, f;
+    for (; j + 16 <= n; j += 16) {
+        memcpy(&a, x + j, sizeof a);
+        memcpy(&b, x + j + 8, sizeof b);
+        e = normal ? FS_expf_v8_normal(a - s) : FS_expf_v8(a - s);
+        f = normal ? FS_expf_v8_normal(b - s) : FS_expf_v8(b - s);
+        memcpy(y + j, &e, sizeof e);
+        memcpy(y + j + 8, &f, sizeof f);
+        if (ties) {
+            at_a = a == s;
+            at_b = b == s;
+            count -= at_a;
+            count -= at_b;
+            e = (FS_v8f)((FS_v8i)e & ~at_a);
+            f = (FS_v8f)((FS_v8i)f & ~at_b);
+        }
+        FS_widen8f(e + f, &lo, &hi);
+        acc0 += lo;
+        acc1 += hi;
+    }
+    for (; j < n; j += 8) {
+        ptrdiff_t k = n - j < 8 ? n - j : 8;
+        float pad[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                        -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        memcpy(pad, x + j, (size_t)k * sizeof(float));
+        memcpy(&a, pad, sizeof a);
+        e = FS_expf_v8(a - s);              /* padding: exp(-inf) = 0 adds nothing */
+        memcpy(pad, &e, sizeof e);
+        memcpy(y + j, pad, (size_t)k * sizeof(float));
+        if (ties) {
+            at_a = (a == s) & (lane_index < (int)k);
+            count -= at_a;
+            e = (FS_v8f)((FS_v8i)e & ~at_a);
+        }
+        FS_widen8f(e, &lo, &hi);
+        acc0 += lo;
+        acc1 += hi;
+    }
+    if (ties)
+        *ties = (ptrdiff_t)(((count[0] + count[4]) + (count[2] + count[6]))
+                            + ((count[1] + count[5]) + (count[3] + count[7])));
+    return FS_fold4d(acc0, acc1);
+#else
+    double total = 0.0;
+    ptrdiff_t count = 0;
+    (void)normal;
+    for (; j < n; j++) {
+        int at_max = x[j] == shift;
+        y[j] = FS_expf(x[j] - shift);
+        count += at_max;
+        total += (ties && at_max) ? 0.0 : y[j];
+    }
+    if (ties)
+        *ties = count;
+    return total;
+#endif
+}
+
+/* y[j] = exp(x[j] - shift) (y may be x); returns the sum of the y[j] in double. */
+static inline double FS_exp_store_sum_f32(const float *x, float *y, ptrdiff_t n, float shift, int normal)
+{
+    return normal ? FS_exp_store_sum_f32_impl(x, y, n, shift, 1, NULL)
+                  : FS_exp_store_sum_f32_impl(x, y, n, shift, 0, NULL);
+}
+
+static inline double FS_exp_store_sum_off_max_f32(const float *x, float *y, ptrdiff_t n, float m,
+                                                  ptrdiff_t *ties, int normal)
+{
+    return normal ? FS_exp_store_sum_f32_impl(x, y, n, m, 1, ties)
+                  : FS_exp_store_sum_f32_impl(x, y, n, m, 0, ties);
+}
+
+static inline __attribute__((always_inline)) double
+FS_exp_sum_off_max_f32_impl(const float *x, ptrdiff_t n, float m, ptrdiff_t *ties, const int normal)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v8f s = FS_splat8f(m);
+    const FS_v8i lane_index = {0, 1, 2, 3, 4, 5, 6, 7};
+    FS_v4d acc0 = FS_splat4d(0.0), acc1 = FS_splat4d(0.0), lo, hi;
+    FS_v8i count = {0, 0, 0, 0, 0, 0, 0, 0}, at_a, at_b;
+    FS_v8f a, b, e, f;
+    for (; j + 16 <= n; j += 16) {
+        memcpy(&a, x + j, sizeof a);
+        memcpy(&b, x + j + 8, sizeof b);
+        at_a = a == s;                      /* NaN != m: a NaN reaches the sum */
+        at_b = b == s;
+        e = normal ? FS_expf_v8_normal(a - s) : FS_expf_v8(a - s);
+        f = normal ? FS_expf_v8_normal(b - s) : FS_expf_v8(b - s);
+        e = (FS_v8f)((FS_v8i)e & ~at_a);
+        f = (FS_v8f)((FS_v8i)f & ~at_b);
+        count -= at_a;
+        count -= at_b;
+        FS_widen8f(e + f, &lo, &hi);
+        acc0 += lo;
+        acc1 += hi;
+    }
+    for (; j < n; j += 8) {
+        /* only the real lanes count as ties or add to the sum */
+        ptrdiff_t k = n - j < 8 ? n - j : 8;
+        FS_v8i real_lane = lane_index < (int)k;
+        float pad[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                        -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        memcpy(pad, x + j, (size_t)k * sizeof(float));
+        memcpy(&a, pad, sizeof a);
+        at_a = (a == s) & real_lane;
+        e = (FS_v8f)((FS_v8i)FS_expf_v8(a - s) & ~at_a & real_lane);
+        count -= at_a;
+        FS_widen8f(e, &lo, &hi);
+        acc0 += lo;
+        acc1 += hi;
+    }
+    *ties = (ptrdiff_t)(((count[0] + count[4]) + (count[2] + count[6]))
+                        + ((count[1] + count[5]) + (count[3] + count[7])));
+    return FS_fold4d(acc0, acc1);
+#else
+    double total = 0.0;
+    ptrdiff_t count = 0;
+    (void)normal;
+    for (; j < n; j++) {
+        count += x[j] == m;
+        total += x[j] == m ? 0.0 : (double)FS_expf(x[j] - m);
+    }
+    *ties = count;
+    return total;
+#endif
+}
+
+/* Sum of exp(x[j] - m) over the x[j] != m, and (in *ties) how many x[j] == m; x is only
+   read.  Leaving the max terms out lets the caller form log(sum) with log1p. */
+static inline double FS_exp_sum_off_max_f32(const float *x, ptrdiff_t n, float m, ptrdiff_t *ties, int normal)
+{
+    return normal ? FS_exp_sum_off_max_f32_impl(x, n, m, ties, 1)
+                  : FS_exp_sum_off_max_f32_impl(x, n, m, ties, 0);
+}
+
+/* y[j] = y[j] * inverse rounded once to float: inverse is split into float parts
+   hi + lo and y*hi + y*lo is formed with one fused rounding (the y*lo product is far below
+   half an ulp of the result, so its own rounding does not matter). */
+static inline void FS_scale_f32(float *y, ptrdiff_t n, double inverse)
+{
+    float hi = (float)inverse, lo = (float)(inverse - (double)hi);
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v8f h = FS_splat8f(hi), l = FS_splat8f(lo);
+    FS_v8f a;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, y + j, sizeof a);
+        a = a * h + a * l;
+        memcpy(y + j, &a, sizeof a);
+    }
+#endif
+    for (; j < n; j++)
+        y[j] = y[j] * hi + y[j] * lo;
+}
+
+/* y[j] = (x[j] - m) - log_norm (y may be x), in float: both terms have the sign of the
+   result (x - m <= 0 <= log_norm), so nothing cancels and the three roundings stay within
+   1.5 u of |y|, inside the log outputs' 4 u bound (docs/numerics.md). */
+static inline void FS_log_normalize_f32(const float *x, float *y, ptrdiff_t n, float m, double log_norm)
+{
+    const float l = (float)log_norm;
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v8f mv = FS_splat8f(m), lv = FS_splat8f(l);
+    FS_v8f a;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, x + j, sizeof a);
+        a = (a - mv) - lv;
+        memcpy(y + j, &a, sizeof a);
+    }
+#endif
+    for (; j < n; j++)
+        y[j] = (x[j] - m) - l;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Row loops, float64
+ * ------------------------------------------------------------------------------------- */
+
+static inline __attribute__((always_inline)) double
+FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift, const int normal,
+                          ptrdiff_t *ties)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d s = FS_splat4d(shift);
+    const FS_v4l lane_index = {0, 1, 2, 3};
+    FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0, a, b, e, f;
+    FS_v4l count = {0, 0, 0, 0}, at_a, at_b;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, x + j, sizeof a);
+        memcpy(&b, x + j + 4, sizeof b);
+        e = normal ? FS_exp_v4_normal(a - s) : FS_exp_v4(a - s);
+        f = normal ? FS_exp_v4_normal(b - s) : FS_exp_v4(b - s);
+        memcpy(y + j, &e, sizeof e);
+        memcpy(y + j + 4, &f, sizeof f);
+        if (ties) {
+            at_a = a == s;
+            at_b = b == s;
+            count -= at_a;
+            count -= at_b;
+            e = (FS_v4d)((FS_v4l)e & ~at_a);
+            f = (FS_v4d)((FS_v4l)f & ~at_b);
+        }
+        FS_kahan4d(&s0, &c0, e);
+        FS_kahan4d(&s1, &c1, f);
+    }
+    for (; j < n; j += 4) {
+        double pad[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        ptrdiff_t k = n - j < 4 ? n - j : 4;
+        memcpy(pad, x + j, (size_t)k * sizeof(double));
+        memcpy(&a, pad, sizeof a);
+        e = FS_exp_v4(a - s);
+        memcpy(pad, &e, sizeof e);
+        memcpy(y + j, pad, (size_t)k * sizeof(double));
+        if (ties) {
+            at_a = (a == s) & (lane_index < (long long)k);
+            count -= at_a;
+            e = (FS_v4d)((FS_v4l)e & ~at_a);
+        }
+        FS_kahan4d(&s0, &c0, e);
+    }
+    if (ties)
+        *ties = (ptrdiff_t)((count[0] + count[2]) + (count[1] + count[3]));
+    return FS_fold_kahan4d(s0, c0, s1, c1);
+#else
+    double total = 0.0;
+    ptrdiff_t count = 0;
+    (void)normal;
+    for (; j < n; j++) {
+        int at_max = x[j] == shift;
+        y[j] = FS_exp(x[j] - shift);
+        count += at_max;
+        total += (ties && at_max) ? 0.0 : y[j];
+    }
+    if (ties)
+        *ties = count;
+    return total;
+#endif
+}
+
+static inline double FS_exp_store_sum_f64(const double *x, double *y, ptrdiff_t n, double shift, int normal)
+{
+    return normal ? FS_exp_store_sum_f64_impl(x, y, n, shift, 1, NULL)
+                  : FS_exp_store_sum_f64_impl(x, y, n, shift, 0, NULL);
+}
+
+static inline double FS_exp_store_sum_off_max_f64(const double *x, double *y, ptrdiff_t n, double m,
+                                                  ptrdiff_t *ties, int normal)
+{
+    return normal ? FS_exp_store_sum_f64_impl(x, y, n, m, 1, ties)
+                  : FS_exp_store_sum_f64_impl(x, y, n, m, 0, ties);
+}
+
+static inline __attribute__((always_inline)) double
+FS_exp_sum_off_max_f64_impl(const double *x, ptrdiff_t n, double m, ptrdiff_t *ties, const int normal)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d s = FS_splat4d(m);
+    const FS_v4l lane_index = {0, 1, 2, 3};
+    FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0, a, b, e, f;
+    FS_v4l count = {0, 0, 0, 0}, at_a, at_b;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, x + j, sizeof a);
+        memcpy(&b, x + j + 4, sizeof b);
+        at_a = a == s;
+        at_b = b == s;
+        e = normal ? FS_exp_v4_normal(a - s) : FS_exp_v4(a - s);
+        f = normal ? FS_exp_v4_normal(b - s) : FS_exp_v4(b - s);
+        e = (FS_v4d)((FS_v4l)e & ~at_a);
+        f = (FS_v4d)((FS_v4l)f & ~at_b);
+        count -= at_a;
+        count -= at_b;
+        FS_kahan4d(&s0, &c0, e);
+        FS_kahan4d(&s1, &c1, f);
+    }
+    for (; j < n; j += 4) {
+        double pad[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        ptrdiff_t k = n - j < 4 ? n - j : 4;
+        FS_v4l real_lane = lane_index < (long long)k;
+        memcpy(pad, x + j, (size_t)k * sizeof(double));
+        memcpy(&a, pad, sizeof a);
+        at_a = (a == s) & real_lane;
+        e = (FS_v4d)((FS_v4l)FS_exp_v4(a - s) & ~at_a & real_lane);
+        count -= at_a;
+        FS_kahan4d(&s0, &c0, e);
+    }
+    *ties = (ptrdiff_t)((count[0] + count[2]) + (count[1] + count[3]));
+    return FS_fold_kahan4d(s0, c0, s1, c1);
+#else
+    double total = 0.0;
+    ptrdiff_t count = 0;
+    (void)normal;
+    for (; j < n; j++) {
+        count += x[j] == m;
+        total += x[j] == m ? 0.0 : FS_exp(x[j] - m);
+    }
+    *ties = count;
+    return total;
+#endif
+}
+
+static inline double FS_exp_sum_off_max_f64(const double *x, ptrdiff_t n, double m, ptrdiff_t *ties, int normal)
+{
+    return normal ? FS_exp_sum_off_max_f64_impl(x, n, m, ties, 1)
+                  : FS_exp_sum_off_max_f64_impl(x, n, m, ties, 0);
+}
+
+/* y[j] /= total (a true division: double rows keep correctly rounded quotients) */
+static inline void FS_divide_f64(double *y, ptrdiff_t n, double total)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d t = FS_splat4d(total);
+    FS_v4d a;
+    for (; j + 4 <= n; j += 4) {
+        memcpy(&a, y + j, sizeof a);
+        a = a / t;
+        memcpy(y + j, &a, sizeof a);
+    }
+#endif
+    for (; j < n; j++)
+        y[j] = y[j] / total;
+}
+
+static inline void FS_log_normalize_f64(const double *x, double *y, ptrdiff_t n, double m, double log_norm)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d md = FS_splat4d(m), ln = FS_splat4d(log_norm);
+    FS_v4d a;
+    for (; j + 4 <= n; j += 4) {
+        memcpy(&a, x + j, sizeof a);
+        a = (a - md) - ln;
+        memcpy(y + j, &a, sizeof a);
+    }
+#endif
+    for (; j < n; j++)
+        y[j] = (x[j] - m) - log_norm;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * sigsoftmax's log-domain gap, in double for both dtypes:
+ * gap[j] = ((z - m) + (min(z,0) - min(m,0))) - (log1p(exp(-|z|)) - log1p(exp(-|m|)))
+ * ------------------------------------------------------------------------------------- */
+
+#if FS_HAVE_VECTOR_EXTENSIONS
+static inline FS_v4d FS_sigsoftmax_gap_v4(FS_v4d z, FS_v4d m, FS_v4d m_neg, FS_v4d m_tail)
+{
+    const FS_v4d zero = FS_splat4d(0.0);
+    FS_v4d z_neg = FS_select4d(z < zero, z, zero);
+    FS_v4d z_abs = FS_select4d(z >= zero, z, -z);
+    return ((z - m) + (z_neg - m_neg)) - (FS_log1p_unit_v4(FS_exp_v4_any(-z_abs)) - m_tail);
+}
+
+/* gap[j] for 4 values z[0:4] already widened to double; the tail pads with m (gap 0) */
+#define FS_GAP_ROW(T, z, gap, n, z_max)                                                    \
+    do {                                                                                   \
+        double m_ = (double)(z_max);                                                       \
+        const FS_v4d mv = FS_splat4d(m_), mnv = FS_splat4d(m_ < 0 ? m_ : 0.0);             \
+        const FS_v4d mtv = FS_splat4d(FS_log1p_unit(FS_exp(-(m_ >= 0 ? m_ : -m_))));       \
+        ptrdiff_t j_ = 0;                                                                  \
+        FS_v4d zv_, g_;                                                                    \
+        for (; j_ + 4 <= (n); j_ += 4) {                                                   \
+            for (int i_ = 0; i_ < 4; i_++)                                                 \
+                zv_[i_] = (double)(z)[j_ + i_];                                            \
+            g_ = FS_sigsoftmax_gap_v4(zv_, mv, mnv, mtv);                                  \
+            memcpy((gap) + j_, &g_, sizeof g_);                                            \
+        }                                                                                  \
+        if (j_ < (n)) {                                                                    \
+            ptrdiff_t k_ = (n) - j_;                                                       \
+            double in_[4] = {m_, m_, m_, m_}, out_[4];                                     \
+            for (ptrdiff_t i_ = 0; i_ < k_; i_++)                                          \
+                in_[i_] = (double)(z)[j_ + i_];                                            \
+            memcpy(&zv_, in_, sizeof zv_);                                                 \
+            g_ = FS_sigsoftmax_gap_v4(zv_, mv, mnv, mtv);                                  \
+            memcpy(out_, &g_, sizeof g_);                                                  \
+            memcpy((gap) + j_, out_, (size_t)k_ * sizeof(double));                         \
+        }                                                                                  \
+    } while (0)
+#else
+#define FS_GAP_ROW(T, z, gap, n, z_max)                                                    \
+    do {                                                                                   \
+        double m_ = (double)(z_max);                                                       \
+        double m_neg_ = m_ < 0 ? m_ : 0.0;                                                 \
+        double m_tail_ = FS_log1p_unit(FS_exp(-(m_ >= 0 ? m_ : -m_)));                     \
+        for (ptrdiff_t j_ = 0; j_ < (n); j_++) {                                           \
+            double zj = (double)(z)[j_];                                                   \
+            double zj_neg = zj < 0 ? zj : 0.0, zj_abs = zj >= 0 ? zj : -zj;                \
+            (gap)[j_] = ((zj - m_) + (zj_neg - m_neg_))                                    \
+                        - (FS_log1p_unit(FS_exp(-zj_abs)) - m_tail_);                      \
+        }                                                                                  \
+    } while (0)
+#endif
+
+static inline void FS_sigsoftmax_gap_f32(const float *z, double *gap, ptrdiff_t n, float z_max)
+{
+    FS_GAP_ROW(float, z, gap, n, z_max);
+}
+
+static inline void FS_sigsoftmax_gap_f64(const double *z, double *gap, ptrdiff_t n, double z_max)
+{
+    FS_GAP_ROW(double, z, gap, n, z_max);
+}
+
+/* out[i] = log(1 + t[i]) for t[i] >= 0 (out may be t) */
+static inline void FS_log1p_array(const double *t, double *out, ptrdiff_t n)
+{
+#if FS_HAVE_VECTOR_EXTENSIONS
+    for (ptrdiff_t j = 0; j < n; j += 4) {
+        ptrdiff_t k = n - j < 4 ? n - j : 4;
+        double pad[4] = {0.0, 0.0, 0.0, 0.0};
+        FS_v4d v;
+        memcpy(pad, t + j, (size_t)k * sizeof(double));
+        memcpy(&v, pad, sizeof v);
+        v = FS_log1p_v4(v);
+        memcpy(pad, &v, sizeof v);
+        memcpy(out + j, pad, (size_t)k * sizeof(double));
+    }
+#else
+    for (ptrdiff_t j = 0; j < n; j++)
+        out[j] = log1p(t[j]);
+#endif
+}
+
+/* The sum of exponentials e[0:n] taken in exactly the order FS_exp_store_sum_* and
+   FS_exp_sum_off_max_* add them (pairs of 8-lane float vectors into double lanes; Kahan
+   lanes for double), so that a row computed from a buffer of exponentials (the short-row
+   tiles) gets the same bits as the same row computed by the row loops. */
+static inline double FS_sum_as_exp_f32(const float *e, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    FS_v4d acc0 = FS_splat4d(0.0), acc1 = FS_splat4d(0.0), lo, hi;
+    FS_v8f a, b;
+    for (; j + 16 <= n; j += 16) {
+        memcpy(&a, e + j, sizeof a);
+        memcpy(&b, e + j + 8, sizeof b);
+        FS_widen8f(a + b, &lo, &hi);
+        acc0 += lo;
+        acc1 += hi;
+    }
+    for (; j < n; j += 8) {
+        ptrdiff_t k = n - j < 8 ? n - j : 8;
+        float pad[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        memcpy(pad, e + j, (size_t)k * sizeof(float));
+        memcpy(&a, pad, sizeof a);
+        FS_widen8f(a, &lo, &hi);
+        acc0 += lo;
+        acc1 += hi;
+    }
+    return FS_fold4d(acc0, acc1);
+#else
+    double total = 0.0;
+    for (; j < n; j++)
+        total += e[j];
+    return total;
+#endif
+}
+
+static inline double FS_sum_as_exp_f64(const double *e, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0, a, b;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, e + j, sizeof a);
+        memcpy(&b, e + j + 4, sizeof b);
+        FS_kahan4d(&s0, &c0, a);
+        FS_kahan4d(&s1, &c1, b);
+    }
+    for (; j < n; j += 4) {
+        double pad[4] = {0, 0, 0, 0};
+        ptrdiff_t k = n - j < 4 ? n - j : 4;
+        memcpy(pad, e + j, (size_t)k * sizeof(double));
+        memcpy(&a, pad, sizeof a);
+        FS_kahan4d(&s0, &c0, a);
+    }
+    return FS_fold_kahan4d(s0, c0, s1, c1);
+#else
+    double total = 0.0;
+    for (; j < n; j++)
+        total += e[j];
+    return total;
+#endif
+}
+
+/* log(1 + t) for one t >= 0 through the vector code, so that it equals FS_log1p_array's */
+static inline double FS_log1p_one(double t)
+{
+    double r;
+    FS_log1p_array(&t, &r, 1);
+    return r;
+}
+
+#endif /* FS_SIMD_H */
