@@ -92,12 +92,26 @@ def _dask_route(name, args, kwargs, cupy, dask_array):
     return _dask_backend()
 
 
-def dispatch(func):
-    """Let `func` run on the backend its array arguments live on (see the module doc)."""
+def dispatch(func=None, *, small_call=None):
+    """Let `func` run on the backend its array arguments live on (see the module doc).
+
+    small_call: optional (entry, op).  A call with the array alone, ``func(x)``, first
+    offers it to ``entry(x, op)``, a compiled function that answers small, plain NumPy
+    arrays outright and returns None for anything else (including every CuPy or Dask
+    array, which are not exact ndarrays).  Tiny calls then skip the routing, validation
+    and layout work, which would otherwise cost several times the arithmetic.
+    """
+    if func is None:
+        return functools.partial(dispatch, small_call=small_call)
     name = func.__name__
+    entry, op = small_call if small_call is not None else (None, 0)
 
     @functools.wraps(func)
     def routed(*args, **kwargs):
+        if entry is not None and len(args) == 1 and not kwargs:
+            result = entry(args[0], op)
+            if result is not None:
+                return result
         backend = backend_for(name, args, kwargs)
         if backend is None:
             return func(*args, **kwargs)

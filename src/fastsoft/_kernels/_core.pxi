@@ -410,7 +410,7 @@ def small_forward(object x, int op):
 
     op: 0 softmax, 1 log_softmax, 2 logsumexp, 3 sigsoftmax, 4 log_sigsoftmax, each along
     the last axis with default arguments.  Only an exact ndarray of float32/float64,
-    C-contiguous, aligned, native byte order, with 1 to SMALL_CALL_ELEMENTS values is
+    C-contiguous, aligned, native byte order, with fewer than SMALL_CALL_ELEMENTS values is
     taken: those need no validation beyond these checks, no layout work, and run on the
     calling thread (as the full path would run them).  Everything else returns None.
     Tiny calls then cost about one allocation more than the arithmetic.
@@ -422,7 +422,7 @@ def small_forward(object x, int op):
     cdef int ndim = cnp.PyArray_NDIM(a)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
     if ((typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or ndim == 0
-            or size == 0 or size > SMALL_CALL_ELEMENTS or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+            or size == 0 or size >= SMALL_CALL_ELEMENTS or not cnp.PyArray_IS_C_CONTIGUOUS(a)
             or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a)):
         return None
     cdef Py_ssize_t n_cols = cnp.PyArray_DIM(a, ndim - 1)

@@ -36,7 +36,7 @@ cdef inline void _mix_log_prior(const real* rho, Py_ssize_t K, bint sigsoftmax,
     # an all -inf or +inf prior gives NaN gaps (inf - inf), hence a NaN row.  Two
     # statements: C leaves the order of a call's arguments unspecified, and `ties` is
     # written by the sum.
-    sum_off_max = _row_sum_exp_off_max(gap, K, 0.0, &ties)
+    sum_off_max = _row_sum_exp_off_max(gap, K, 0.0, &ties, False)
     log_norm = _log_normalizer(sum_off_max, ties)
     for k in range(K):
         log_prior[k] = gap[k] - log_norm
@@ -53,7 +53,7 @@ cdef inline double _mix_component_gaps(const real* z, Py_ssize_t C, bint sigsoft
     else:
         for j in range(C):
             gap[j] = <double>z[j] - <double>z_max
-    sum_off_max = _row_sum_exp_off_max(gap, C, 0.0, &ties)   # sets ties: its own statement
+    sum_off_max = _row_sum_exp_off_max(gap, C, 0.0, &ties, False)   # sets ties: its own statement
     return _log_normalizer(sum_off_max, ties)
 
 
