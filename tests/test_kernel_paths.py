@@ -1,0 +1,150 @@
+"""The kernels' internal fast paths against their general paths and the reference.
+
+The vector kernels choose between paths the caller never sees: short rows go through
+tiles that hold several rows per vector, rows whose spread max - min fits the
+exponential's normal range take its short path, a call with the array alone goes
+straight to the kernels (``small_call``), and cross-entropy with index targets and no
+smoothing has its own three-pass row.  Each test here forces both sides of one of those
+choices and checks that they agree with each other (bit for bit where the design says
+so) and with the float64/long double reference.
+"""
+
+import numpy as np
+import pytest
+
+import fastsoft as fs
+
+from _arrays import assert_matches_reference
+
+FLOATS = (np.float32, np.float64)
+FORWARD = ("softmax", "log_softmax", "logsumexp", "sigsoftmax", "log_sigsoftmax")
+
+
+def _rows(n_rows, n_cols, dtype, seed=0, scale=3.0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n_rows, n_cols)) * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ("softmax", "log_softmax", "logsumexp"))
+@pytest.mark.parametrize("n_cols", (1, 2, 3, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33))
+def test_short_row_tiles_match_reference(name, n_cols, dtype):
+    # 1500 rows: several tiles of 1024 values, the last one partial
+    x = _rows(1500, n_cols, dtype, seed=n_cols)
+    assert_matches_reference(name, getattr(fs, name)(x, axis=-1), x)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ("softmax", "log_softmax", "logsumexp"))
+def test_short_row_tiles_equal_the_row_loops(name, dtype):
+    # a mask of all True sends the same rows through the per-row loops: same bits
+    x = _rows(700, 10, dtype, seed=3)
+    x[5] = -np.inf
+    x[6, 3] = np.inf
+    x[7, 2] = np.nan
+    x[8, :4] = -1e4                      # a spread beyond the exponential's short path
+    x[9, :] = x[9, 0]                    # ties at the max
+    func = getattr(fs, name)
+    with np.errstate(invalid="ignore"):
+        tiled = func(x, axis=-1)
+        per_row = func(x, axis=-1, where=np.ones(x.shape, dtype=bool))
+    np.testing.assert_array_equal(tiled, per_row)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", FORWARD)
+def test_wide_spread_rows_take_the_general_exponential(name, dtype):
+    # rows whose values lie more than 87 (float) / 708 (double) below their max cannot
+    # use the short exponential path; results must still be right, subnormals included
+    x = _rows(4, 300, dtype, seed=5)
+    x[0, :100] -= 100.0
+    x[1, :50] -= 800.0 if dtype == np.float64 else 101.0
+    x[2, 10] = -np.inf
+    x[3, :] = np.linspace(-120.0, 0.0, 300)
+    assert_matches_reference(name, getattr(fs, name)(x, axis=-1), x)
+
+
+@pytest.mark.parametrize("name", FORWARD)
+@pytest.mark.parametrize(
+    "x",
+    [
+        _rows(1, 1000, np.float32),
+        _rows(1, 1000, np.float64),
+        _rows(3, 5, np.float32)[0],                     # 1-D
+        _rows(12, 6, np.float64).reshape(2, 6, 6),      # 3-D
+        _rows(1, 1, np.float32),
+        _rows(64, 511, np.float32),                     # just under the size limit
+    ],
+    ids=["1x1000-f32", "1x1000-f64", "1d", "3d", "1x1", "64x511"],
+)
+def test_small_calls_equal_the_full_path(name, x):
+    func = getattr(fs, name)
+    small = func(x)                                      # the array alone: small_call
+    full = func(x, axis=-1, num_threads=1)               # keywords: the full path
+    assert type(small) is type(full)
+    assert np.asarray(small).dtype == np.asarray(full).dtype
+    assert np.shape(small) == np.shape(full)
+    np.testing.assert_array_equal(small, full)
+    assert_matches_reference(name, small, x)
+
+
+@pytest.mark.parametrize("name", FORWARD)
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.arange(6, dtype=np.float16).reshape(2, 3),            # computed in float32
+        np.arange(6, dtype=np.int64).reshape(2, 3),              # computed in float64
+        _rows(4, 6, np.float32)[:, ::2],                         # not contiguous
+        _rows(4, 6, np.float64).T,                               # Fortran order
+        _rows(4, 6, np.float64).astype(">f8"),                   # byte-swapped
+        np.zeros((0, 5), np.float32),                            # empty
+        [[1.0, 2.0, 3.0]],                                       # a list
+    ],
+    ids=["f16", "int", "strided", "fortran", "swapped", "empty", "list"],
+)
+def test_small_calls_pass_other_inputs_to_the_full_path(name, x):
+    expected = getattr(fs, name)(x, axis=-1)
+    got = getattr(fs, name)(x)
+    assert np.asarray(got).dtype == np.asarray(expected).dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_small_call_rejects_a_zero_dimensional_array():
+    with pytest.raises(np.exceptions.AxisError):
+        fs.softmax(np.float32(1.0).reshape(()))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(300, 1000), (5, 3), (2000, 10), (3, 40000)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_index_cross_entropy_row_agrees_with_one_hot_probabilities(shape, dtype, weighted):
+    # index targets without smoothing take the three-pass row; one-hot probability
+    # targets take the general row: the same loss and gradient
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    x[0, 0] = -np.inf
+    target = rng.integers(0, shape[1], shape[0])
+    target[0] = 1
+    one_hot = np.zeros(shape, dtype=dtype)
+    one_hot[np.arange(shape[0]), target] = 1
+    weight = rng.uniform(0.5, 2.0, shape[1]) if weighted else None
+    loss_i, grad_i = fs.cross_entropy(x, target, weight=weight, reduction="sum",
+                                      return_grad=True)
+    loss_q, grad_q = fs.cross_entropy(x, one_hot, weight=weight, reduction="sum",
+                                      return_grad=True)
+    rtol = 2e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(loss_i, loss_q, rtol=rtol)
+    np.testing.assert_allclose(grad_i, grad_q, rtol=rtol, atol=rtol * np.abs(grad_q).max())
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_index_cross_entropy_in_place_gradient(dtype):
+    x = _rows(50, 300, dtype, seed=9)
+    target = np.random.default_rng(9).integers(0, 300, 50)
+    loss, grad = fs.cross_entropy(x, target, return_grad=True)
+    work = x.copy()
+    loss_in_place, grad_in_place = fs.cross_entropy(work, target, return_grad=True,
+                                                    grad_out=work)
+    assert grad_in_place is work
+    np.testing.assert_array_equal(loss_in_place, loss)
+    np.testing.assert_array_equal(grad_in_place, grad)
