@@ -1,5 +1,7 @@
 """softmax, log_softmax, logsumexp, sigsoftmax, log_sigsoftmax: validate, lay out, run."""
 
+import math
+
 import numpy as np
 
 from . import _kernels
@@ -57,6 +59,33 @@ def _document(masked_note):
     return decorate
 
 
+# ops of the column kernel (softmax along a non-last axis of C-ordered data, no copy)
+_COLUMN_OPS = {"softmax": 0, "log_softmax": 1, "logsumexp": 2}
+
+
+def _column_layout(name, x, axis, target, mask):
+    """(x, target) as (outer, n, inner) views for the column kernel, or None.
+
+    Taken for softmax, log_softmax and logsumexp along a non-last axis of a C-contiguous
+    array without a mask, writing a C-contiguous target of the work dtype that is either
+    x itself or separate from it: a transposed copy (PyTorch's trap with dim=0) would
+    cost as much as the computation.
+    """
+    if (mask is not None or axis is None or axis == x.ndim - 1 or name not in _COLUMN_OPS
+            or not (x.flags.c_contiguous and x.flags.aligned and x.dtype.isnative)
+            or target.dtype != x.dtype or not target.flags.c_contiguous
+            or not target.flags.aligned or x.shape[axis] == 0):
+        return None
+    if target is not x and np.may_share_memory(target, x):
+        return None
+    outer = math.prod(x.shape[:axis])
+    inner = math.prod(x.shape[axis + 1:])
+    x3 = x.reshape(outer, x.shape[axis], inner)
+    if name == "logsumexp":
+        return x3, target.reshape(outer, inner)
+    return x3, target.reshape(x3.shape)
+
+
 def _transform(name, kernel, log_output, x, axis, out, where, num_threads):
     """Shared driver of the four shape-preserving transforms."""
     x, result_dtype = as_float_array(x, name)
@@ -65,6 +94,11 @@ def _transform(name, kernel, log_output, x, axis, out, where, num_threads):
     mask = check_where(where, x.shape, name)
     target = np.empty(x.shape, dtype=result_dtype) if out is None else out
     if x.size == 0:
+        return target
+    columns = _column_layout(name, x, axis, target, mask)
+    if columns is not None:
+        _kernels.core.columns_forward(*columns, _COLUMN_OPS[name],
+                                      resolve_threads(num_threads, x.size))
         return target
     x_rows = rows_of(x, axis)
     rows, direct = result_rows(target, axis, x.dtype, out is None, x_rows)
@@ -370,6 +404,9 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None, where=None, num_threads=N
         pass
     elif n_cols == 0:
         target[...] = -np.inf
+    elif (columns := _column_layout(name, x, axis, target, mask)) is not None:
+        _kernels.core.columns_forward(*columns, _COLUMN_OPS[name],
+                                      resolve_threads(num_threads, x.size))
     else:
         x_rows = rows_of(x, axis)
         direct = None

@@ -27,7 +27,8 @@ from fastsoft._kernels._shims cimport (
     FS_sum_f32, FS_sum_f64, FS_sum_plain_f64,
     FS_exp_store_sum_f32, FS_exp_store_sum_f64, FS_exp_sum_off_max_f32, FS_exp_sum_off_max_f64,
     FS_scale_f32, FS_divide_f64, FS_log_normalize_f32, FS_log_normalize_f64,
-    FS_sigsoftmax_gap_f32, FS_sigsoftmax_gap_f64, FS_log1p_array, FS_log1p_one,
+    FS_sigsoftmax_gap_f32, FS_sigsoftmax_gap_f64, FS_sigsoftmax_gap_f32f,
+    FS_transpose8x8_f32, FS_transpose4x4_f64, FS_prefetch, FS_prefetch_write, FS_log1p_array, FS_log1p_one,
     FS_sum_as_exp_f32, FS_sum_as_exp_f64, FS_exp_store_sum_off_max_f32, FS_exp_store_sum_off_max_f64,
     FS_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_num, FS_cpu_has_avx2_fma,
 )
@@ -111,22 +112,33 @@ cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* ma
             _row_fill(v, n, -INFINITY if log_output else 0)
             return
         z = v
-    # w is increasing in z, so the row's largest w belongs to its largest z
+    # w is increasing in z, so the row's largest w belongs to its largest z.  w's slope
+    # is in (1, 2), so every gap is >= 2 (min - max) (the factor 2 is never reached, which
+    # leaves room for rounding): the exponential's short path applies when that does.
     z_max = _row_minmax(z, n, &z_min)
-    _row_sigsoftmax_gap(z, gap, n, z_max)
-    # w's slope is in (1, 2), so every gap is >= 2 (min - max) (the factor 2 is never
-    # reached, which leaves room for rounding): short-path range when that is
-    short_exp = _short_exp[double](2.0 * (<double>z_min - <double>z_max), 0.0)
-    if log_output:
-        # the max's own gap is exactly 0; +inf or NaN logits make gaps NaN, and the row NaN
-        total = _row_sum_exp_off_max(gap, n, 0.0, &n_at_max, short_exp)
-        log_norm = _log_normalizer(total, n_at_max)
-        for j in range(n):
-            v[j] = <real>(gap[j] - log_norm)
+    short_exp = _short_exp[real](<real>(2.0 * (<double>z_min - <double>z_max)), 0)
+    cdef float* gap_f = <float*>gap
+    if real is float:
+        # float rows: gaps in float, 8 per vector (fs_simd.h), exponentials straight
+        # into the output; the max's gap is exactly 0, +inf or NaN logits give NaN gaps
+        FS_sigsoftmax_gap_f32f(z, gap_f, n, z_max, z_min >= -87.0 and z_max <= 87.0)
+        if log_output:
+            total = _row_sum_exp_off_max[float](gap_f, n, 0, &n_at_max, short_exp)
+            _row_log_normalize[float](gap_f, v, n, 0, _log_normalizer(total, n_at_max))
+        else:
+            total = _row_exp_shifted_sum[float](gap_f, v, n, 0, short_exp)
+            _row_scale(v, n, total)
     else:
-        total = _row_exp_shifted_sum(gap, gap, n, 0.0, short_exp)
-        for j in range(n):
-            v[j] = <real>(gap[j] / total)
+        _row_sigsoftmax_gap(z, gap, n, z_max)
+        if log_output:
+            total = _row_sum_exp_off_max(gap, n, 0.0, &n_at_max, short_exp)
+            log_norm = _log_normalizer(total, n_at_max)
+            for j in range(n):
+                v[j] = <real>(gap[j] - log_norm)
+        else:
+            total = _row_exp_shifted_sum(gap, gap, n, 0.0, short_exp)
+            for j in range(n):
+                v[j] = <real>(gap[j] / total)
     if mask != NULL:
         _row_fill_masked(v, mask, n, -INFINITY if log_output else 0)
 
@@ -398,6 +410,126 @@ def logsumexp_rows(cnp.ndarray x not None, cnp.ndarray out not None, object mask
             _logsumexp_rows[double](<const double*>cnp.PyArray_DATA(x), x_step,
                                     <double*>cnp.PyArray_DATA(out), out_step, mask_data,
                                     <double*>cnp.PyArray_DATA(scratch), n_rows, n_cols, n_threads)
+    return out
+
+
+cdef inline void _transpose_block(const real* src, Py_ssize_t src_stride, real* dst,
+                                  Py_ssize_t dst_stride, Py_ssize_t rows, Py_ssize_t cols,
+                                  bint by_dst_rows) noexcept nogil:
+    """dst[c, r] = src[r, c] for r < rows, c < cols: 8 x 8 (float) / 4 x 4 (double)
+    vector blocks where they fit, element by element at the edges.
+
+    The strided side (a slab of the caller's array, its rows in different pages where
+    hardware prefetchers stop) is walked a whole row of the strip at a time, with its
+    lines prefetched two blocks ahead: by source rows when reading a slab, by
+    destination rows (by_dst_rows) when writing one back.
+    """
+    cdef Py_ssize_t b = 8 if real is float else 4
+    cdef Py_ssize_t line = 64 // sizeof(real)
+    cdef Py_ssize_t r, c, i, j, q
+    cdef Py_ssize_t outer = cols if by_dst_rows else rows
+    cdef Py_ssize_t inner_count = rows if by_dst_rows else cols
+    cdef Py_ssize_t o = 0, p
+    while o < outer:
+        # prefetch the strided lines two blocks ahead
+        for i in range(o + 2 * b, min(o + 3 * b, outer)):
+            q = 0
+            while q < inner_count:
+                if by_dst_rows:
+                    FS_prefetch_write(dst + i * dst_stride + q)
+                else:
+                    FS_prefetch(src + i * src_stride + q)
+                q += line
+        p = 0
+        while p < inner_count:
+            r = p if by_dst_rows else o
+            c = o if by_dst_rows else p
+            if r + b <= rows and c + b <= cols:
+                if real is float:
+                    FS_transpose8x8_f32(src + r * src_stride + c, src_stride,
+                                        dst + c * dst_stride + r, dst_stride)
+                else:
+                    FS_transpose4x4_f64(src + r * src_stride + c, src_stride,
+                                        dst + c * dst_stride + r, dst_stride)
+            else:
+                for i in range(r, min(r + b, rows)):
+                    for j in range(c, min(c + b, cols)):
+                        dst[j * dst_stride + i] = src[i * src_stride + j]
+            p += b
+        o += b
+
+
+cdef inline void _column_unit(const real* x, real* out, real* lse, real* strip, Py_ssize_t n,
+                              Py_ssize_t inner, Py_ssize_t k, int op) noexcept nogil:
+    """k columns (a few cache lines' width) of a slab of n rows: moved into k rows of
+    `strip` (n values each), computed there by the row loops, moved back.  A column thus
+    gets exactly the bits its row gets in a transposed copy."""
+    cdef Py_ssize_t c
+    _transpose_block(x, inner, strip, n, n, k, False)
+    for c in range(k):
+        if op == 2:
+            lse[c] = _row_logsumexp(strip + c * n, NULL, NULL, n)
+        else:
+            _row_softmax(strip + c * n, strip + c * n, NULL, n, op == 1)
+    if op != 2:
+        _transpose_block(strip, n, out, inner, k, n, True)
+
+
+cdef void _columns(const real* x, real* out, real* lse, real* strips, Py_ssize_t width,
+                   Py_ssize_t n_outer, Py_ssize_t n, Py_ssize_t inner, int op,
+                   int n_threads) noexcept nogil:
+    # a unit: `width` columns (whole cache lines) of one slab
+    cdef Py_ssize_t per_slab = (inner + width - 1) // width
+    cdef Py_ssize_t u, o, c
+    cdef real* strip
+    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+        strip = strips + omp_get_thread_num() * n * width
+        for u in prange(n_outer * per_slab, schedule="static"):
+            o = u // per_slab
+            c = (u % per_slab) * width
+            _column_unit(x + o * n * inner + c, out + o * n * inner + c if out != NULL else NULL,
+                         lse + o * inner + c if lse != NULL else NULL, strip,
+                         n, inner, min(width, inner - c), op)
+
+
+def columns_forward(cnp.ndarray x not None, cnp.ndarray out not None, int op, int n_threads):
+    """softmax (op 0), log_softmax (1) or logsumexp (2) along axis 1 of a C-contiguous
+    (outer, n, inner) array, without moving that axis last: out is (outer, n, inner) for
+    ops 0 and 1 (it may be x itself), (outer, inner) for op 2, C-contiguous.  n >= 1."""
+    cdef int typenum = _float_type(x, out)
+    if cnp.PyArray_NDIM(x) != 3 or not cnp.PyArray_IS_C_CONTIGUOUS(x) \
+            or not cnp.PyArray_ISALIGNED(x) or not cnp.PyArray_IS_C_CONTIGUOUS(out) \
+            or not cnp.PyArray_ISALIGNED(out) or x.shape[1] < 1 or not 0 <= op <= 2:
+        raise ValueError("column kernels take aligned C-contiguous (outer, n, inner) arrays")
+    cdef Py_ssize_t n_outer = x.shape[0], n = x.shape[1], inner = x.shape[2]
+    if op == 2:
+        if cnp.PyArray_NDIM(out) != 2 or out.shape[0] != n_outer or out.shape[1] != inner:
+            raise ValueError("logsumexp column output must be (outer, inner)")
+    elif cnp.PyArray_NDIM(out) != 3 or out.shape[0] != n_outer or out.shape[1] != n \
+            or out.shape[2] != inner:
+        raise ValueError("column output shape differs from the input's")
+    if n_outer == 0 or inner == 0:
+        return out
+    n_threads = max(1, min(n_threads, n_outer * ((inner + 15) // 16)))
+    cdef void* xd = cnp.PyArray_DATA(x)
+    cdef void* od = cnp.PyArray_DATA(out)
+    # units of whole cache lines per row, as many as keep a strip (n rows of the unit's
+    # columns) within 256 KiB per thread, so it stays in L2 between the row passes
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(x)
+    cdef Py_ssize_t lines = max(1, min(4, (256 * 1024) // (n * 64)))
+    cdef Py_ssize_t width = lines * 64 // itemsize
+    cdef cnp.ndarray strips = np.empty(n_threads * n * width * itemsize, dtype=np.uint8)
+    cdef void* sd = cnp.PyArray_DATA(strips)
+    if typenum == cnp.NPY_FLOAT32:
+        with nogil:
+            _columns[float](<float*>xd, <float*>od if op != 2 else NULL,
+                            <float*>od if op == 2 else NULL, <float*>sd, width,
+                            n_outer, n, inner, op, n_threads)
+    else:
+        with nogil:
+            _columns[double](<double*>xd, <double*>od if op != 2 else NULL,
+                             <double*>od if op == 2 else NULL, <double*>sd, width,
+                             n_outer, n, inner, op, n_threads)
     return out
 
 

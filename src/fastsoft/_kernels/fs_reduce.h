@@ -88,23 +88,25 @@ static inline float FS_minmax_f32(const float *x, ptrdiff_t n, float *min_out)
     float result = -INFINITY, low = INFINITY;
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v8f minus_inf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
-                              -INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    FS_v8f m0 = minus_inf, m1 = minus_inf, l0 = -minus_inf, l1 = -minus_inf, a, b;
-    for (; j + 16 <= n; j += 16) {
-        memcpy(&a, x + j, sizeof a);
-        memcpy(&b, x + j + 8, sizeof b);
-        FS_v8i take_a = a > m0, take_b = b > m1, low_a = a < l0, low_b = b < l1;
-        m0 = (FS_v8f)(((FS_v8i)a & take_a) | ((FS_v8i)m0 & ~take_a));
-        m1 = (FS_v8f)(((FS_v8i)b & take_b) | ((FS_v8i)m1 & ~take_b));
-        l0 = (FS_v8f)(((FS_v8i)a & low_a) | ((FS_v8i)l0 & ~low_a));
-        l1 = (FS_v8f)(((FS_v8i)b & low_b) | ((FS_v8i)l1 & ~low_b));
-    }
-    for (int k = 0; k < 8; k++) {
-        result = m0[k] > result ? m0[k] : result;
-        result = m1[k] > result ? m1[k] : result;
-        low = l0[k] < low ? l0[k] : low;
-        low = l1[k] < low ? l1[k] : low;
+    if (n >= 16) {   /* short rows: the scalar loop below, without a lane fold */
+        const FS_v8f minus_inf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                                  -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        FS_v8f m0 = minus_inf, m1 = minus_inf, l0 = -minus_inf, l1 = -minus_inf, a, b;
+        for (; j + 16 <= n; j += 16) {
+            memcpy(&a, x + j, sizeof a);
+            memcpy(&b, x + j + 8, sizeof b);
+            FS_v8i take_a = a > m0, take_b = b > m1, low_a = a < l0, low_b = b < l1;
+            m0 = (FS_v8f)(((FS_v8i)a & take_a) | ((FS_v8i)m0 & ~take_a));
+            m1 = (FS_v8f)(((FS_v8i)b & take_b) | ((FS_v8i)m1 & ~take_b));
+            l0 = (FS_v8f)(((FS_v8i)a & low_a) | ((FS_v8i)l0 & ~low_a));
+            l1 = (FS_v8f)(((FS_v8i)b & low_b) | ((FS_v8i)l1 & ~low_b));
+        }
+        for (int k = 0; k < 8; k++) {
+            result = m0[k] > result ? m0[k] : result;
+            result = m1[k] > result ? m1[k] : result;
+            low = l0[k] < low ? l0[k] : low;
+            low = l1[k] < low ? l1[k] : low;
+        }
     }
 #endif
     for (; j < n; j++) {
@@ -120,22 +122,24 @@ static inline double FS_minmax_f64(const double *x, ptrdiff_t n, double *min_out
     double result = -INFINITY, low = INFINITY;
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v4d minus_inf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    FS_v4d m0 = minus_inf, m1 = minus_inf, l0 = -minus_inf, l1 = -minus_inf, a, b;
-    for (; j + 8 <= n; j += 8) {
-        memcpy(&a, x + j, sizeof a);
-        memcpy(&b, x + j + 4, sizeof b);
-        FS_v4l take_a = a > m0, take_b = b > m1, low_a = a < l0, low_b = b < l1;
-        m0 = (FS_v4d)(((FS_v4l)a & take_a) | ((FS_v4l)m0 & ~take_a));
-        m1 = (FS_v4d)(((FS_v4l)b & take_b) | ((FS_v4l)m1 & ~take_b));
-        l0 = (FS_v4d)(((FS_v4l)a & low_a) | ((FS_v4l)l0 & ~low_a));
-        l1 = (FS_v4d)(((FS_v4l)b & low_b) | ((FS_v4l)l1 & ~low_b));
-    }
-    for (int k = 0; k < 4; k++) {
-        result = m0[k] > result ? m0[k] : result;
-        result = m1[k] > result ? m1[k] : result;
-        low = l0[k] < low ? l0[k] : low;
-        low = l1[k] < low ? l1[k] : low;
+    if (n >= 8) {   /* short rows: the scalar loop below, without a lane fold */
+        const FS_v4d minus_inf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        FS_v4d m0 = minus_inf, m1 = minus_inf, l0 = -minus_inf, l1 = -minus_inf, a, b;
+        for (; j + 8 <= n; j += 8) {
+            memcpy(&a, x + j, sizeof a);
+            memcpy(&b, x + j + 4, sizeof b);
+            FS_v4l take_a = a > m0, take_b = b > m1, low_a = a < l0, low_b = b < l1;
+            m0 = (FS_v4d)(((FS_v4l)a & take_a) | ((FS_v4l)m0 & ~take_a));
+            m1 = (FS_v4d)(((FS_v4l)b & take_b) | ((FS_v4l)m1 & ~take_b));
+            l0 = (FS_v4d)(((FS_v4l)a & low_a) | ((FS_v4l)l0 & ~low_a));
+            l1 = (FS_v4d)(((FS_v4l)b & low_b) | ((FS_v4l)l1 & ~low_b));
+        }
+        for (int k = 0; k < 4; k++) {
+            result = m0[k] > result ? m0[k] : result;
+            result = m1[k] > result ? m1[k] : result;
+            low = l0[k] < low ? l0[k] : low;
+            low = l1[k] < low ? l1[k] : low;
+        }
     }
 #endif
     for (; j < n; j++) {

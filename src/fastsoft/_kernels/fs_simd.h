@@ -83,6 +83,61 @@ static inline FS_v8f FS_narrow4d(FS_v4d low, FS_v4d high)
 }
 #endif
 
+/* Loads and stores of a row's last k < 8 (k < 4) values: AVX2 masked moves, which never
+   touch memory past the row; other builds copy through a small buffer.  Lanes past k
+   load as `fill`. */
+#if defined(__AVX2__)
+static inline FS_v8f FS_load8f_tail(const float *x, ptrdiff_t k, float fill)
+{
+    const FS_v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    FS_v8i real = lane < (int)k;
+    FS_v8f v = (FS_v8f)_mm256_maskload_ps(x, (__m256i)real);
+    return FS_select8f(real, v, FS_splat8f(fill));
+}
+static inline void FS_store8f_tail(float *y, FS_v8f v, ptrdiff_t k)
+{
+    const FS_v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    _mm256_maskstore_ps(y, (__m256i)(lane < (int)k), (__m256)v);
+}
+static inline FS_v4d FS_load4d_tail(const double *x, ptrdiff_t k, double fill)
+{
+    const FS_v4l lane = {0, 1, 2, 3};
+    FS_v4l real = lane < (long long)k;
+    FS_v4d v = (FS_v4d)_mm256_maskload_pd(x, (__m256i)real);
+    return FS_select4d(real, v, FS_splat4d(fill));
+}
+static inline void FS_store4d_tail(double *y, FS_v4d v, ptrdiff_t k)
+{
+    const FS_v4l lane = {0, 1, 2, 3};
+    _mm256_maskstore_pd(y, (__m256i)(lane < (long long)k), (__m256d)v);
+}
+#else
+static inline FS_v8f FS_load8f_tail(const float *x, ptrdiff_t k, float fill)
+{
+    FS_v8f v = FS_splat8f(fill);
+    for (ptrdiff_t i = 0; i < k; i++)
+        v[i] = x[i];
+    return v;
+}
+static inline void FS_store8f_tail(float *y, FS_v8f v, ptrdiff_t k)
+{
+    for (ptrdiff_t i = 0; i < k; i++)
+        y[i] = v[i];
+}
+static inline FS_v4d FS_load4d_tail(const double *x, ptrdiff_t k, double fill)
+{
+    FS_v4d v = FS_splat4d(fill);
+    for (ptrdiff_t i = 0; i < k; i++)
+        v[i] = x[i];
+    return v;
+}
+static inline void FS_store4d_tail(double *y, FS_v4d v, ptrdiff_t k)
+{
+    for (ptrdiff_t i = 0; i < k; i++)
+        y[i] = v[i];
+}
+#endif
+
 /* FS_expf on 8 lanes */
 static inline FS_v8f FS_expf_v8(FS_v8f x)
 {
@@ -380,13 +435,9 @@ FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, co
     }
     for (; j < n; j += 8) {
         ptrdiff_t k = n - j < 8 ? n - j : 8;
-        float pad[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
-                        -INFINITY, -INFINITY, -INFINITY, -INFINITY};
-        memcpy(pad, x + j, (size_t)k * sizeof(float));
-        memcpy(&a, pad, sizeof a);
+        a = FS_load8f_tail(x + j, k, -INFINITY);
         e = FS_expf_v8(a - s);              /* padding: exp(-inf) = 0 adds nothing */
-        memcpy(pad, &e, sizeof e);
-        memcpy(y + j, pad, (size_t)k * sizeof(float));
+        FS_store8f_tail(y + j, e, k);
         if (ties) {
             at_a = (a == s) & (lane_index < (int)k);
             count -= at_a;
@@ -459,10 +510,7 @@ FS_exp_sum_off_max_f32_impl(const float *x, ptrdiff_t n, float m, ptrdiff_t *tie
         /* only the real lanes count as ties or add to the sum */
         ptrdiff_t k = n - j < 8 ? n - j : 8;
         FS_v8i real_lane = lane_index < (int)k;
-        float pad[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
-                        -INFINITY, -INFINITY, -INFINITY, -INFINITY};
-        memcpy(pad, x + j, (size_t)k * sizeof(float));
-        memcpy(&a, pad, sizeof a);
+        a = FS_load8f_tail(x + j, k, -INFINITY);
         at_a = (a == s) & real_lane;
         e = (FS_v8f)((FS_v8i)FS_expf_v8(a - s) & ~at_a & real_lane);
         count -= at_a;
@@ -567,13 +615,10 @@ FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift,
         FS_kahan4d(&s1, &c1, f);
     }
     for (; j < n; j += 4) {
-        double pad[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
         ptrdiff_t k = n - j < 4 ? n - j : 4;
-        memcpy(pad, x + j, (size_t)k * sizeof(double));
-        memcpy(&a, pad, sizeof a);
+        a = FS_load4d_tail(x + j, k, -INFINITY);
         e = FS_exp_v4(a - s);
-        memcpy(pad, &e, sizeof e);
-        memcpy(y + j, pad, (size_t)k * sizeof(double));
+        FS_store4d_tail(y + j, e, k);
         if (ties) {
             at_a = (a == s) & (lane_index < (long long)k);
             count -= at_a;
@@ -637,11 +682,9 @@ FS_exp_sum_off_max_f64_impl(const double *x, ptrdiff_t n, double m, ptrdiff_t *t
         FS_kahan4d(&s1, &c1, f);
     }
     for (; j < n; j += 4) {
-        double pad[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
         ptrdiff_t k = n - j < 4 ? n - j : 4;
         FS_v4l real_lane = lane_index < (long long)k;
-        memcpy(pad, x + j, (size_t)k * sizeof(double));
-        memcpy(&a, pad, sizeof a);
+        a = FS_load4d_tail(x + j, k, -INFINITY);
         at_a = (a == s) & real_lane;
         e = (FS_v4d)((FS_v4l)FS_exp_v4(a - s) & ~at_a & real_lane);
         count -= at_a;
@@ -771,13 +814,8 @@ static inline void FS_log1p_array(const double *t, double *out, ptrdiff_t n)
 #if FS_HAVE_VECTOR_EXTENSIONS
     for (ptrdiff_t j = 0; j < n; j += 4) {
         ptrdiff_t k = n - j < 4 ? n - j : 4;
-        double pad[4] = {0.0, 0.0, 0.0, 0.0};
-        FS_v4d v;
-        memcpy(pad, t + j, (size_t)k * sizeof(double));
-        memcpy(&v, pad, sizeof v);
-        v = FS_log1p_v4(v);
-        memcpy(pad, &v, sizeof v);
-        memcpy(out + j, pad, (size_t)k * sizeof(double));
+        FS_v4d v = FS_log1p_v4(FS_load4d_tail(t + j, k, 0.0));
+        FS_store4d_tail(out + j, v, k);
     }
 #else
     for (ptrdiff_t j = 0; j < n; j++)
@@ -804,9 +842,7 @@ static inline double FS_sum_as_exp_f32(const float *e, ptrdiff_t n)
     }
     for (; j < n; j += 8) {
         ptrdiff_t k = n - j < 8 ? n - j : 8;
-        float pad[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        memcpy(pad, e + j, (size_t)k * sizeof(float));
-        memcpy(&a, pad, sizeof a);
+        a = FS_load8f_tail(e + j, k, 0.0f);
         FS_widen8f(a, &lo, &hi);
         acc0 += lo;
         acc1 += hi;
@@ -832,10 +868,8 @@ static inline double FS_sum_as_exp_f64(const double *e, ptrdiff_t n)
         FS_kahan4d(&s1, &c1, b);
     }
     for (; j < n; j += 4) {
-        double pad[4] = {0, 0, 0, 0};
         ptrdiff_t k = n - j < 4 ? n - j : 4;
-        memcpy(pad, e + j, (size_t)k * sizeof(double));
-        memcpy(&a, pad, sizeof a);
+        a = FS_load4d_tail(e + j, k, 0.0);
         FS_kahan4d(&s0, &c0, a);
     }
     return FS_fold_kahan4d(s0, c0, s1, c1);
@@ -853,6 +887,180 @@ static inline double FS_log1p_one(double t)
     double r;
     FS_log1p_array(&t, &r, 1);
     return r;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * sigsoftmax's gap for float rows, in float: 8 lanes instead of 4, and float divisions.
+ * Both terms of (z - m) + (min(z,0) - min(m,0)) have the gap's sign, so they add without
+ * cancelling (error <= u |gap|); the softplus tails T = log1p(exp(-|z|)) lie in [0, log 2]
+ * and are evaluated to about an ulp, and the row max's own tail comes from the same
+ * vector code so that the max's gap is exactly 0.  docs/numerics.md gives the measured
+ * errors (well inside the 4 u (1 + |gap|) bound).
+ * ------------------------------------------------------------------------------------- */
+
+#if FS_HAVE_VECTOR_EXTENSIONS
+/* log(1 + t) for 0 <= t <= 1 in float, FS_log1p_unit's scheme with a shorter series */
+static inline FS_v8f FS_log1pf_unit_v8(FS_v8f t)
+{
+    const FS_v8f one = FS_splat8f(1.0f);
+    FS_v8f u = one + t;
+    /* the rounding of 1 + t (below 2^-25) divided by u in [1, 2]: a 6% reciprocal
+       (1.457 - u/2) is far more than it needs and saves a division */
+    FS_v8f rounding = (t - (u - one)) * (1.457f - 0.5f * u);
+    FS_v8i upper = u > 1.41421356f;
+    FS_v8f m = FS_select8f(upper, 0.5f * u, u);
+    FS_v8f k = (FS_v8f)((FS_v8i)one & upper);
+    FS_v8f f = m - one;
+    FS_v8f s = f / (2.0f + f);
+    FS_v8f z = s * s;
+    FS_v8f q = FS_splat8f(2.0f / 11.0f);          /* |s| <= 0.1716: s^13 < 2^-33 */
+    q = q * z + 2.0f / 9.0f;
+    q = q * z + 2.0f / 7.0f;
+    q = q * z + 2.0f / 5.0f;
+    q = q * z + 2.0f / 3.0f;
+    FS_v8f R = z * q;
+    FS_v8f half_f2 = 0.5f * f * f;
+    FS_v8f log_m = f - (half_f2 - s * (half_f2 + R));
+    return k * 0.693145752f + (log_m + (k * 1.42860677e-6f + rounding));
+}
+
+/* log1p(exp(-|z|)); short: the caller knows |z| <= 87 (the exponential's short path) */
+static inline __attribute__((always_inline)) FS_v8f FS_softplus_tail_v8(FS_v8f z, const int short_exp)
+{
+    const FS_v8f zero = FS_splat8f(0.0f);
+    FS_v8f z_abs = FS_select8f(z >= zero, z, -z);
+    return FS_log1pf_unit_v8(short_exp ? FS_expf_v8_normal(-z_abs) : FS_expf_v8(-z_abs));
+}
+#endif
+
+#if FS_HAVE_VECTOR_EXTENSIONS
+static inline __attribute__((always_inline)) void
+FS_sigsoftmax_gap_f32f_impl(const float *z, float *gap, ptrdiff_t n, float z_max, const int short_exp)
+{
+    const FS_v8f zero = FS_splat8f(0.0f), mv = FS_splat8f(z_max);
+    const FS_v8f m_neg = FS_select8f(mv < zero, mv, zero);
+    const FS_v8f m_tail = FS_softplus_tail_v8(mv, 0);
+    FS_v8f a, g;
+    ptrdiff_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, z + j, sizeof a);
+        g = ((a - mv) + (FS_select8f(a < zero, a, zero) - m_neg))
+            - (FS_softplus_tail_v8(a, short_exp) - m_tail);
+        memcpy(gap + j, &g, sizeof g);
+    }
+    if (j < n) {
+        a = FS_load8f_tail(z + j, n - j, z_max);
+        g = ((a - mv) + (FS_select8f(a < zero, a, zero) - m_neg)) - (FS_softplus_tail_v8(a, 0) - m_tail);
+        FS_store8f_tail(gap + j, g, n - j);
+    }
+}
+#endif
+
+/* gap[j] = w(z[j]) - w(z_max) in float, w(z) = 2z - softplus(z); gap may not alias z.
+   short_exp: every |z[j]| <= 87, so exp(-|z|) takes the exponential's short path (the
+   max's tail always takes the general one: the same value either way). */
+static inline void FS_sigsoftmax_gap_f32f(const float *z, float *gap, ptrdiff_t n, float z_max,
+                                          int short_exp)
+{
+#if FS_HAVE_VECTOR_EXTENSIONS
+    if (short_exp)
+        FS_sigsoftmax_gap_f32f_impl(z, gap, n, z_max, 1);
+    else
+        FS_sigsoftmax_gap_f32f_impl(z, gap, n, z_max, 0);
+#else
+    double m = z_max, m_neg = m < 0 ? m : 0.0;
+    double m_tail = FS_log1p_unit(FS_exp(-(m >= 0 ? m : -m)));
+    (void)short_exp;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        double zj = z[j], zj_neg = zj < 0 ? zj : 0.0, zj_abs = zj >= 0 ? zj : -zj;
+        gap[j] = (float)(((zj - m) + (zj_neg - m_neg)) - (FS_log1p_unit(FS_exp(-zj_abs)) - m_tail));
+    }
+#endif
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Block transposes for softmax along a non-last axis: the kernels move a strip of columns
+ * (one cache line wide) into rows of a small buffer, run the ordinary row loops there,
+ * and move the results back, so that a column gets exactly the bits of its row in a
+ * transposed copy, without making that copy.
+ * dst[c * dst_stride + r] = src[r * src_stride + c] for an 8 x 8 (float) or 4 x 4
+ * (double) block.
+ * ------------------------------------------------------------------------------------- */
+
+/* Ask for the cache line holding p (rows of a strided column strip live in different
+   pages, where the hardware prefetchers stop). */
+static inline void FS_prefetch(const void *p)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p);
+#else
+    (void)p;
+#endif
+}
+
+static inline void FS_prefetch_write(void *p)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p, 1);
+#else
+    (void)p;
+#endif
+}
+
+static inline void FS_transpose8x8_f32(const float *src, ptrdiff_t src_stride, float *dst,
+                                       ptrdiff_t dst_stride)
+{
+#if FS_HAVE_VECTOR_EXTENSIONS
+    FS_v8f r[8], t[8], u[8], c;
+    for (int i = 0; i < 8; i++)
+        memcpy(&r[i], src + i * src_stride, sizeof r[i]);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+    for (int i = 0; i < 4; i++) {
+        c = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        memcpy(dst + i * dst_stride, &c, sizeof c);
+        c = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+        memcpy(dst + (i + 4) * dst_stride, &c, sizeof c);
+    }
+#else
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 8; j++)
+            dst[j * dst_stride + i] = src[i * src_stride + j];
+#endif
+}
+
+static inline void FS_transpose4x4_f64(const double *src, ptrdiff_t src_stride, double *dst,
+                                       ptrdiff_t dst_stride)
+{
+#if FS_HAVE_VECTOR_EXTENSIONS
+    FS_v4d r[4], t[4], c;
+    for (int i = 0; i < 4; i++)
+        memcpy(&r[i], src + i * src_stride, sizeof r[i]);
+    t[0] = __builtin_shufflevector(r[0], r[1], 0, 4, 2, 6);
+    t[1] = __builtin_shufflevector(r[0], r[1], 1, 5, 3, 7);
+    t[2] = __builtin_shufflevector(r[2], r[3], 0, 4, 2, 6);
+    t[3] = __builtin_shufflevector(r[2], r[3], 1, 5, 3, 7);
+    c = __builtin_shufflevector(t[0], t[2], 0, 1, 4, 5);
+    memcpy(dst, &c, sizeof c);
+    c = __builtin_shufflevector(t[1], t[3], 0, 1, 4, 5);
+    memcpy(dst + dst_stride, &c, sizeof c);
+    c = __builtin_shufflevector(t[0], t[2], 2, 3, 6, 7);
+    memcpy(dst + 2 * dst_stride, &c, sizeof c);
+    c = __builtin_shufflevector(t[1], t[3], 2, 3, 6, 7);
+    memcpy(dst + 3 * dst_stride, &c, sizeof c);
+#else
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            dst[j * dst_stride + i] = src[i * src_stride + j];
+#endif
 }
 
 #endif /* FS_SIMD_H */
