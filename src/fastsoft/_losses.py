@@ -1,5 +1,6 @@
 """cross_entropy: the fused loss (and gradient) over softmax or sigsoftmax."""
 
+import functools
 import math
 
 import numpy as np
@@ -12,24 +13,37 @@ from ._validation import as_float_array, check_loss_options, check_out
 
 
 
-def _index_targets(target, batch_shape, n_classes, ignore_index, name):
-    """Validated class indices as a contiguous int64 vector (one per row)."""
+def _index_targets(target, batch_shape, n_classes, ignore_index, weight, name):
+    """(validated class indices as a contiguous int64 vector, one per row; the "mean"
+    denominator: the summed weight of the targets that are not ignored)."""
     if target.shape != batch_shape:
         raise ValueError(f"{name}: class-index target has shape {target.shape}; the logits "
                          f"without the class axis have shape {batch_shape}")
-    bad = (target < 0) | (target >= n_classes)
-    bad &= target != ignore_index
-    if bad.any():
-        position = tuple(int(i) for i in np.argwhere(bad)[0])
+    if target.dtype == np.uint64 and target.size and target.max() > np.iinfo(np.int64).max:
+        bad = int(np.argmax(target > np.iinfo(np.int64).max))
+    else:
+        target = np.require(target, np.int64, ["C", "A"])
+        bad, denominator = _kernels.core.index_target_check(
+            target, n_classes, ignore_index, weight)
+    if bad >= 0:
+        position = tuple(int(i) for i in np.unravel_index(bad, batch_shape))
         raise IndexError(f"{name}: target {target[position]} at position {position} is "
                          f"outside [0, {n_classes}) and is not ignore_index ({ignore_index})")
-    return np.require(target, np.int64, ["C", "A"]).reshape(-1)
+    return target.reshape(-1), denominator
+
+
+@functools.lru_cache(maxsize=16)
+def _ones(n_classes):
+    """Read-only unit class weights, shared between calls."""
+    ones = np.ones(n_classes)
+    ones.flags.writeable = False
+    return ones
 
 
 def _class_weights(weight, n_classes, name):
     if weight is None:
         # the kernel always reads a weight per class: ones keep its loads unconditional
-        return np.ones(n_classes), float(n_classes)
+        return _ones(n_classes), float(n_classes)
     weight = np.asarray(weight)
     if weight.dtype.kind not in "biuf" or weight.dtype.itemsize > 8:
         raise TypeError(f"{name}: weight must be a real array, not {weight.dtype}")
@@ -180,8 +194,11 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     n_classes = x.shape[axis]
     batch_shape = x.shape[:axis] + x.shape[axis + 1:]
     target = np.asarray(target)
+    weight, weight_total = _class_weights(weight, n_classes, name)
     if target.dtype.kind in "iu":
-        targets = _index_targets(target, batch_shape, n_classes, ignore_index, name)
+        targets, denominator = _index_targets(
+            target, batch_shape, n_classes, ignore_index,
+            None if weight is _ones(n_classes) else weight, name)
         probabilities = None
     elif target.dtype.kind == "f":
         if target.shape != x.shape:
@@ -192,13 +209,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     else:
         raise TypeError(f"{name}: target must hold integer class indices or float "
                         f"probabilities, not {target.dtype}")
-    weight, weight_total = _class_weights(weight, n_classes, name)
-
     if targets is None:
         denominator = float(math.prod(batch_shape))
-    else:
-        kept = targets != ignore_index
-        denominator = float(weight[targets[kept]].sum())
     check_out(grad_out, x.shape, result_dtype, name, what="grad_out")
     grad_scales, grad_scale = (_grad_scales(grad_output, reduction, batch_shape, denominator, name)
                                if return_grad else (None, 0.0))
