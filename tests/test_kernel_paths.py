@@ -114,6 +114,26 @@ def test_small_call_rejects_a_zero_dimensional_array():
         fs.softmax(np.float32(1.0).reshape(()))
 
 
+@pytest.mark.parametrize("name", FORWARD)
+def test_small_calls_with_keywords(name):
+    func = getattr(fs, name)
+    x = _rows(4, 50, np.float32, seed=2)
+    expected = func(x, axis=-1, num_threads=1, where=None)      # full path
+    for kwargs in ({"axis": -1}, {"axis": 1}, {"num_threads": 2}, {"axis": -1, "num_threads": 1}):
+        np.testing.assert_array_equal(func(x, **kwargs), expected)
+    # keywords the small-call entry declines still work or fail as on the full path
+    assert_matches_reference(name, func(x, axis=0), x, axis=0)
+    assert_matches_reference(name, func(x, axis=np.int64(1)), x, axis=1)
+    with pytest.raises(ValueError):
+        func(x, num_threads=0)
+    with pytest.raises(TypeError):
+        func(x, num_threads=1.5)
+    with pytest.raises(TypeError):
+        func(x, num_threads=True)
+    with pytest.raises(np.exceptions.AxisError):
+        func(x, axis=2)
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("shape", [(300, 1000), (5, 3), (2000, 10), (3, 40000)])
 @pytest.mark.parametrize("weighted", [False, True])

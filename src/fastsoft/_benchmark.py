@@ -521,8 +521,17 @@ def _fastsoft_contenders(case, thread_counts):
             contenders.append(Contender(call=functools.partial(
                 getattr(fs, function), *_backward_args(case), axis=-1, num_threads=n), **common))
         else:
+            # the call as users write it (axis=-1 is the default): tiny calls take
+            # fastsoft's small-call entry
             contenders.append(Contender(call=functools.partial(
-                getattr(fs, function), a["x"], axis=-1, num_threads=n), **common))
+                getattr(fs, function), a["x"], num_threads=n), **common))
+            if function == "softmax" and a["x"].nbytes >= COPY_MIN_BYTES:
+                # next to the memory copy, which writes into a preallocated array too:
+                # without the page faults of a fresh 256 MiB result
+                destination = np.empty_like(a["x"])
+                contenders.append(Contender(call=functools.partial(
+                    fs.softmax, a["x"], out=destination, num_threads=n), variant="out",
+                    **common))
     return contenders
 
 
@@ -877,11 +886,14 @@ _SPEEDUP_CRITERIA = [
     (("softmax", "log_softmax", "logsumexp"), ((4096, 1000),), "scipy", 10.0),
     (("sigsoftmax", "log_sigsoftmax", *LOSS_FUNCTIONS), SHAPES, "torch-t2", 3.0),
 ]
-# (function, shapes, dtypes, reference labels, bound): fastsoft-t2's median over the
-# fastest reference's must not exceed the bound.
+# (function, shapes, dtypes, fastsoft label, reference labels, bound): that fastsoft
+# median over the fastest reference's must not exceed the bound.  The memory-bound case
+# compares like with like: softmax into a preallocated `out` against copies into a
+# preallocated array.
 _WITHIN_CRITERIA = [
-    ("softmax", (MEMORY_SHAPE,), ("float32",), ("copy-numpy", "copy-threads-t2"), 1.5),
-    (AXIS0_FUNCTION, (AXIS0_SHAPE,), DTYPES, ("fastsoft-lastaxis-t2",), 1.5),
+    ("softmax", (MEMORY_SHAPE,), ("float32",), "fastsoft-out-t2",
+     ("copy-numpy", "copy-threads-t2"), 1.5),
+    (AXIS0_FUNCTION, (AXIS0_SHAPE,), DTYPES, "fastsoft-t2", ("fastsoft-lastaxis-t2",), 1.5),
 ]
 
 
@@ -908,15 +920,15 @@ def acceptance(rows):
                 records.append({"case": f"{function}-{dtype}-{shape}",
                                 "statement": f"{other} / fastsoft-t2 >= {bound:g}",
                                 "ratio": ratio, "bound": bound, "passed": ratio >= bound})
-        for crit_function, shapes, dtypes, others, bound in _WITHIN_CRITERIA:
-            present = [label for label in others if label in by_label]
+        for crit_function, shapes, dtypes, label, others, bound in _WITHIN_CRITERIA:
+            present = [other for other in others if other in by_label]
             if (function != crit_function or dtype not in dtypes or not present
-                    or shape not in map(shape_label, shapes)):
+                    or label not in by_label or shape not in map(shape_label, shapes)):
                 continue
             best = min(present, key=by_label.get)
-            ratio = fastsoft / by_label[best]
+            ratio = by_label[label] / by_label[best]
             records.append({"case": f"{function}-{dtype}-{shape}",
-                            "statement": f"fastsoft-t2 / {best} <= {bound:g}",
+                            "statement": f"{label} / {best} <= {bound:g}",
                             "ratio": ratio, "bound": bound, "passed": ratio <= bound})
     return records
 

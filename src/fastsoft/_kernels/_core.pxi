@@ -28,7 +28,7 @@ from fastsoft._kernels._shims cimport (
     FS_exp_store_sum_f32, FS_exp_store_sum_f64, FS_exp_sum_off_max_f32, FS_exp_sum_off_max_f64,
     FS_scale_f32, FS_divide_f64, FS_log_normalize_f32, FS_log_normalize_f64,
     FS_sigsoftmax_gap_f32, FS_sigsoftmax_gap_f64, FS_sigsoftmax_gap_f32f,
-    FS_transpose8x8_f32, FS_transpose4x4_f64, FS_prefetch, FS_prefetch_write, FS_log1p_array, FS_log1p_one,
+    FS_transpose8x8_f32, FS_transpose4x4_f64, FS_two_minus_sigmoid_f32, FS_two_minus_sigmoid_f64, FS_prefetch, FS_prefetch_write, FS_log1p_array, FS_log1p_one,
     FS_sum_as_exp_f32, FS_sum_as_exp_f64, FS_exp_store_sum_off_max_f32, FS_exp_store_sum_off_max_f64,
     FS_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_num, FS_cpu_has_avx2_fma,
 )
@@ -537,22 +537,28 @@ cdef enum:
     SMALL_CALL_ELEMENTS = 1 << 15   # = fastsoft._config.PARALLEL_MIN_ELEMENTS: one thread
 
 
-def small_forward(object x, int op):
-    """The whole call fs.<op>(x) for a small, plain array, or None to take the full path.
+def small_forward(object x, int op, object axis=-1, object num_threads=None):
+    """The whole call fs.<op>(x, axis=axis, num_threads=num_threads) for a small, plain
+    array along its last axis, or None to take the full path.
 
-    op: 0 softmax, 1 log_softmax, 2 logsumexp, 3 sigsoftmax, 4 log_sigsoftmax, each along
-    the last axis with default arguments.  Only an exact ndarray of float32/float64,
-    C-contiguous, aligned, native byte order, with fewer than SMALL_CALL_ELEMENTS values is
-    taken: those need no validation beyond these checks, no layout work, and run on the
-    calling thread (as the full path would run them).  Everything else returns None.
+    op: 0 softmax, 1 log_softmax, 2 logsumexp, 3 sigsoftmax, 4 log_sigsoftmax.  Only an
+    exact ndarray of float32/float64, C-contiguous, aligned, native byte order, with fewer
+    than SMALL_CALL_ELEMENTS values, `axis` the exact int -1 or ndim - 1 and `num_threads`
+    None or an exact int >= 1 is taken: those need no validation beyond these checks, no
+    layout work, and run on the calling thread (as the full path would run them, whatever
+    num_threads says).  Everything else returns None, and the full path validates it.
     Tiny calls then cost about one allocation more than the arithmetic.
     """
     if not cnp.PyArray_CheckExact(x):
+        return None
+    if num_threads is not None and (type(num_threads) is not int or num_threads < 1):
         return None
     cdef cnp.ndarray a = <cnp.ndarray>x
     cdef int typenum = cnp.PyArray_TYPE(a)
     cdef int ndim = cnp.PyArray_NDIM(a)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
+    if type(axis) is not int or (axis != -1 and axis != ndim - 1):
+        return None
     if ((typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or ndim == 0
             or size == 0 or size >= SMALL_CALL_ELEMENTS or not cnp.PyArray_IS_C_CONTIGUOUS(a)
             or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a)):

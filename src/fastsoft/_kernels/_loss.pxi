@@ -159,35 +159,61 @@ cdef inline double _row_cross_entropy(
 
 cdef inline double _row_cross_entropy_index(
         const real* x, Py_ssize_t n, Py_ssize_t target, double w_t,
-        real* grad, double grad_scale) noexcept nogil:
-    """The common case of _row_cross_entropy: softmax, an index target, no smoothing.
+        real* grad, double grad_scale, bint sigsoftmax, double* work) noexcept nogil:
+    """The common case of _row_cross_entropy: an index target, no smoothing.
 
     Then B = w_t at the target only and A = w_t, so loss = w_t (log S - d_t) and
-    grad = scale w_t (p - onehot(t)).  Three vector passes over the row, like softmax:
-    min/max; exponentials stored straight into the gradient row (or only summed when no
-    gradient is wanted); one scaling.  The target's logit is read before the gradient
-    row (which may be x itself) is written.
+    grad = scale w_t (p - onehot(t)) (times 2 - sigmoid(x) for sigsoftmax).  Vector passes
+    over the row: min/max; for sigsoftmax the gaps d and the factors 2 - sigmoid(x) into
+    `work` (2n values of the row's type); the exponentials stored straight into the
+    gradient row (or only summed when no gradient is wanted); one scaling.  Everything
+    read from x is read before the gradient row (which may be x itself) is written.
     """
     cdef real row_min
     cdef real row_max = _row_minmax(x, n, &row_min)
-    cdef bint short_exp = _short_exp(row_min, row_max)
-    cdef double target_d = <double>x[target] - <double>row_max
-    cdef double sum_off_max, log_s, factor, e_t
-    cdef Py_ssize_t ties
-    if grad == NULL:
-        sum_off_max = _row_sum_exp_off_max(x, n, row_max, &ties, short_exp)
-    elif real is float:
-        sum_off_max = FS_exp_store_sum_off_max_f32(x, grad, n, row_max, &ties, short_exp)
+    cdef bint short_exp
+    cdef const real* d = x          # exponentiated: x - max, or the gaps (shift 0)
+    cdef real shift = row_max
+    cdef real* factors = NULL
+    cdef real* gaps = <real*>work
+    cdef double target_d, sum_off_max, total, log_s, factor, e_t
+    cdef Py_ssize_t ties, j
+    if sigsoftmax:
+        factors = gaps + n
+        if real is float:
+            FS_sigsoftmax_gap_f32f(x, gaps, n, row_max, row_min >= -87.0 and row_max <= 87.0)
+            FS_two_minus_sigmoid_f32(x, factors, n)
+        else:
+            FS_sigsoftmax_gap_f64(x, gaps, n, row_max)
+            FS_two_minus_sigmoid_f64(x, factors, n)
+        d = gaps
+        shift = 0
+        # the gap's slope is below 2 (see _row_sigsoftmax)
+        short_exp = _short_exp[real](<real>(2.0 * (<double>row_min - <double>row_max)), 0)
+        target_d = <double>gaps[target]
     else:
-        sum_off_max = FS_exp_store_sum_off_max_f64(x, grad, n, row_max, &ties, short_exp)
+        short_exp = _short_exp(row_min, row_max)
+        target_d = <double>x[target] - <double>row_max
+    if grad == NULL:
+        sum_off_max = _row_sum_exp_off_max(d, n, shift, &ties, short_exp)
+    elif real is float:
+        sum_off_max = FS_exp_store_sum_off_max_f32(d, grad, n, shift, &ties, short_exp)
+    else:
+        sum_off_max = FS_exp_store_sum_off_max_f64(d, grad, n, shift, &ties, short_exp)
     if row_max == INFINITY:
         sum_off_max = NAN      # as in _row_cross_entropy: a +inf logit makes the row NaN
     log_s = _log_normalizer(sum_off_max, ties)
     if grad != NULL:
         factor = grad_scale * w_t
+        total = sum_off_max + <double>ties
         e_t = <double>grad[target]
-        _row_scale(grad, n, (sum_off_max + <double>ties) / factor)
-        grad[target] = <real>(factor * (e_t / (sum_off_max + <double>ties) - 1.0))
+        _row_scale(grad, n, total / factor)
+        if sigsoftmax:
+            for j in range(n):
+                grad[j] = grad[j] * factors[j]
+            grad[target] = <real>(factor * (e_t / total - 1.0) * <double>factors[target])
+        else:
+            grad[target] = <real>(factor * (e_t / total - 1.0))
     # 0 * log 0 counts as 0: a zero-weight target never turns a -inf logit into NaN
     return 0.0 if w_t == 0 else w_t * (log_s - target_d)
 
@@ -274,17 +300,17 @@ cdef void _cross_entropy_rows(
                 grad_scales + first if grad_scales != NULL else NULL, grad_scale)
         return
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
-        work = scratch + omp_get_thread_num() * n_cols
+        work = scratch + omp_get_thread_num() * 2 * n_cols
         for i in prange(n_rows, schedule="static"):
             grad_row = grad + i * grad_step if grad != NULL else NULL
             if targets != NULL and targets[i] == ignore_index:
                 losses[i] = 0.0
                 if grad_row != NULL:
                     _row_fill(grad_row, n_cols, 0)
-            elif targets != NULL and smoothing == 0 and not sigsoftmax:
+            elif targets != NULL and smoothing == 0:
                 losses[i] = _row_cross_entropy_index(
                     x + i * x_step, n_cols, targets[i], w[targets[i]], grad_row,
-                    grad_scales[i] if grad_scales != NULL else grad_scale)
+                    grad_scales[i] if grad_scales != NULL else grad_scale, sigsoftmax, work)
             else:
                 losses[i] = _row_cross_entropy(
                     x + i * x_step, n_cols,
@@ -352,7 +378,8 @@ def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_
     if n_rows == 0 or n_cols == 0:
         return losses
     n_threads = max(1, min(n_threads, n_rows))
-    cdef cnp.ndarray scratch = np.empty(n_threads * n_cols, dtype=np.float64)
+    # per thread: 2 rows of doubles (sigsoftmax's gaps and gradient factors)
+    cdef cnp.ndarray scratch = np.empty(n_threads * 2 * n_cols, dtype=np.float64)
     cdef double* scratch_data = <double*>cnp.PyArray_DATA(scratch)
     if typenum == cnp.NPY_FLOAT32:
         with nogil:

@@ -1063,4 +1063,58 @@ static inline void FS_transpose4x4_f64(const double *src, ptrdiff_t src_stride, 
 #endif
 }
 
+/* c[j] = 2 - sigmoid(z[j]), sigsoftmax's gradient factor (Kanai et al., Theorem 5), with
+   sigmoid(z) = (z >= 0 ? 1 : t) / (1 + t), t = exp(-|z|): nothing overflows. */
+static inline void FS_two_minus_sigmoid_f32(const float *z, float *c, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v8f zero = FS_splat8f(0.0f), one = FS_splat8f(1.0f), two = FS_splat8f(2.0f);
+    for (; j < n; j += 8) {
+        ptrdiff_t k = n - j < 8 ? n - j : 8;
+        FS_v8f a;
+        if (k == 8)
+            memcpy(&a, z + j, sizeof a);
+        else
+            a = FS_load8f_tail(z + j, k, 0.0f);
+        FS_v8i positive = a >= zero;
+        FS_v8f t = FS_expf_v8(FS_select8f(positive, -a, a));
+        FS_v8f f = two - FS_select8f(positive, one, t) / (one + t);
+        if (k == 8)
+            memcpy(c + j, &f, sizeof f);
+        else
+            FS_store8f_tail(c + j, f, k);
+    }
+#else
+    for (; j < n; j++)
+        c[j] = (float)(2.0 - FS_sigmoid(z[j]));
+#endif
+}
+
+static inline void FS_two_minus_sigmoid_f64(const double *z, double *c, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d zero = FS_splat4d(0.0), one = FS_splat4d(1.0), two = FS_splat4d(2.0);
+    for (; j < n; j += 4) {
+        ptrdiff_t k = n - j < 4 ? n - j : 4;
+        FS_v4d a;
+        if (k == 4)
+            memcpy(&a, z + j, sizeof a);
+        else
+            a = FS_load4d_tail(z + j, k, 0.0);
+        FS_v4l positive = a >= zero;
+        FS_v4d t = FS_exp_v4(FS_select4d(positive, -a, a));
+        FS_v4d f = two - FS_select4d(positive, one, t) / (one + t);
+        if (k == 4)
+            memcpy(c + j, &f, sizeof f);
+        else
+            FS_store4d_tail(c + j, f, k);
+    }
+#else
+    for (; j < n; j++)
+        c[j] = 2.0 - FS_sigmoid(z[j]);
+#endif
+}
+
 #endif /* FS_SIMD_H */
