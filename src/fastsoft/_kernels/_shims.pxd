@@ -40,6 +40,8 @@ cdef extern from "fs_simd.h" nogil:
     void FS_transpose4x4_f64(const double* src, Py_ssize_t src_stride, double* dst, Py_ssize_t dst_stride) noexcept
     void FS_two_minus_sigmoid_f32(const float* z, float* c, Py_ssize_t n) noexcept
     void FS_two_minus_sigmoid_f64(const double* z, double* c, Py_ssize_t n) noexcept
+    void FS_softplus_tail_f32(const float* z, float* t, Py_ssize_t n) noexcept
+    void FS_softplus_tail_f64(const double* z, double* t, Py_ssize_t n) noexcept
     void FS_sigsoftmax_gap_f32f(const float* z, float* gap, Py_ssize_t n, float z_max, bint short_exp) noexcept
     void FS_sigsoftmax_gap_f32(const float* z, double* gap, Py_ssize_t n, float z_max) noexcept
     void FS_sigsoftmax_gap_f64(const double* z, double* gap, Py_ssize_t n, double z_max) noexcept

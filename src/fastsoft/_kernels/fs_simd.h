@@ -763,7 +763,8 @@ static inline FS_v4d FS_sigsoftmax_gap_v4(FS_v4d z, FS_v4d m, FS_v4d m_neg, FS_v
     do {                                                                                   \
         double m_ = (double)(z_max);                                                       \
         const FS_v4d mv = FS_splat4d(m_), mnv = FS_splat4d(m_ < 0 ? m_ : 0.0);             \
-        const FS_v4d mtv = FS_splat4d(FS_log1p_unit(FS_exp(-(m_ >= 0 ? m_ : -m_))));       \
+        /* the max's tail by the same vector code as the others': its gap is exactly 0 */ \
+        const FS_v4d mtv = FS_log1p_unit_v4(FS_exp_v4_any(-FS_splat4d(m_ >= 0 ? m_ : -m_)));\
         ptrdiff_t j_ = 0;                                                                  \
         FS_v4d zv_, g_;                                                                    \
         for (; j_ + 4 <= (n); j_ += 4) {                                                   \
@@ -1114,6 +1115,39 @@ static inline void FS_two_minus_sigmoid_f64(const double *z, double *c, ptrdiff_
 #else
     for (; j < n; j++)
         c[j] = 2.0 - FS_sigmoid(z[j]);
+#endif
+}
+
+/* t[j] = log1p(exp(-|z[j]|)), the softplus tail of sigsoftmax's gap, for a buffer of
+   values (the short-row tiles): the same vector code as the gap functions use, so a tile
+   gets the bits of the row loops. */
+static inline void FS_softplus_tail_f32(const float *z, float *t, ptrdiff_t n)
+{
+#if FS_HAVE_VECTOR_EXTENSIONS
+    for (ptrdiff_t j = 0; j < n; j += 8) {
+        ptrdiff_t k = n - j < 8 ? n - j : 8;
+        FS_v8f a = FS_load8f_tail(z + j, k, 0.0f);
+        FS_store8f_tail(t + j, FS_softplus_tail_v8(a, 0), k);
+    }
+#else
+    for (ptrdiff_t j = 0; j < n; j++)
+        t[j] = (float)FS_log1p_unit(FS_exp(-(z[j] >= 0 ? (double)z[j] : -(double)z[j])));
+#endif
+}
+
+static inline void FS_softplus_tail_f64(const double *z, double *t, ptrdiff_t n)
+{
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d zero = FS_splat4d(0.0);
+    for (ptrdiff_t j = 0; j < n; j += 4) {
+        ptrdiff_t k = n - j < 4 ? n - j : 4;
+        FS_v4d a = FS_load4d_tail(z + j, k, 0.0);
+        FS_v4d z_abs = FS_select4d(a >= zero, a, -a);
+        FS_store4d_tail(t + j, FS_log1p_unit_v4(FS_exp_v4_any(-z_abs)), k);
+    }
+#else
+    for (ptrdiff_t j = 0; j < n; j++)
+        t[j] = FS_log1p_unit(FS_exp(-(z[j] >= 0 ? z[j] : -z[j])));
 #endif
 }
 
