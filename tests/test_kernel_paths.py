@@ -212,3 +212,24 @@ def test_non_last_axis_columns_in_place_and_into_out(name, dtype):
     big = np.concatenate([x, x[:1]])
     getattr(fs, name)(big[:-1], axis=0, out=big[1:])
     np.testing.assert_array_equal(big[1:], expected)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ("softmax", "log_softmax"))
+def test_streamed_results_equal_the_row_loops(name, dtype):
+    # a log_softmax result of at least 32 MiB is written with streaming stores: the same
+    # bits as a small call on the same rows (unaligned rows of odd length); softmax too
+    n_cols = 1001
+    n_rows = (40 << 20) // (n_cols * np.dtype(dtype).itemsize)
+    x = _rows(n_rows, n_cols, dtype, seed=4)
+    x[7, 5] = -np.inf
+    x[8, 9] = np.inf
+    x[9, 3] = np.nan
+    func = getattr(fs, name)
+    with np.errstate(invalid="ignore"):
+        big = func(x, axis=-1)
+        for rows in (slice(0, 3), slice(7, 10), slice(n_rows - 2, n_rows)):
+            np.testing.assert_array_equal(big[rows], func(x[rows], axis=-1))
+        work = x.copy()
+        func(work, axis=-1, out=work)                    # in place, streamed too
+    np.testing.assert_array_equal(work, big)

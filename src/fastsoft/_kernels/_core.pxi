@@ -29,7 +29,8 @@ from fastsoft._kernels._shims cimport (
     FS_scale_f32, FS_divide_f64, FS_log_normalize_f32, FS_log_normalize_f64,
     FS_sigsoftmax_gap_f32, FS_sigsoftmax_gap_f64, FS_sigsoftmax_gap_f32f,
     FS_transpose8x8_f32, FS_transpose4x4_f64, FS_two_minus_sigmoid_f32, FS_two_minus_sigmoid_f64,
-    FS_softplus_tail_f32, FS_softplus_tail_f64, FS_prefetch, FS_prefetch_write, FS_log1p_array, FS_log1p_one,
+    FS_softplus_tail_f32, FS_softplus_tail_f64, FS_store_fence,
+    FS_log_normalize_stream_f32, FS_log_normalize_stream_f64, FS_prefetch, FS_prefetch_write, FS_log1p_array, FS_log1p_one,
     FS_sum_as_exp_f32, FS_sum_as_exp_f64, FS_exp_store_sum_off_max_f32, FS_exp_store_sum_off_max_f64,
     FS_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_num, FS_cpu_has_avx2_fma,
 )
@@ -84,6 +85,23 @@ cdef inline void _row_softmax(const real* x, real* v, const unsigned char* mask,
         _row_scale(v, n, total)
     if mask != NULL:
         _row_fill_masked(v, mask, n, -INFINITY if log_output else 0)
+
+
+cdef inline void _row_log_softmax_streaming(const real* x, real* v, Py_ssize_t n) noexcept nogil:
+    """_row_softmax's log_softmax without a mask, for results far larger than the caches:
+    the same arithmetic, but the output row is written with streaming stores (fs_simd.h),
+    sparing the read-for-ownership of its lines.  (softmax gains nothing from it here:
+    its exponentials would need a row buffer and one more pass.)  v may be x."""
+    cdef real row_max, row_min
+    cdef double total, log_norm
+    cdef Py_ssize_t n_at_max
+    row_max = _row_minmax(x, n, &row_min)
+    total = _row_sum_exp_off_max(x, n, row_max, &n_at_max, _short_exp(row_min, row_max))
+    log_norm = NAN if row_max == INFINITY else _log_normalizer(total, n_at_max)
+    if real is float:
+        FS_log_normalize_stream_f32(x, v, n, row_max, log_norm)
+    else:
+        FS_log_normalize_stream_f64(x, v, n, row_max, log_norm)
 
 
 cdef inline real _row_logsumexp(const real* x, const unsigned char* mask, real* scratch,
@@ -150,6 +168,7 @@ cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* ma
 
 cdef enum:
     SHORT_ROW = 32     # rows this short go through _tile_short_rows, several per vector
+    STREAM_MIN_BYTES = 32 << 20   # log_softmax results this large use streaming stores
     TILE = 1024        # values per tile of short rows (two float/double stack buffers)
 
 
@@ -314,8 +333,15 @@ cdef void _short_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t ou
 
 cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
                         const unsigned char* mask, Py_ssize_t n_rows, Py_ssize_t n_cols,
-                        bint log_output, int n_threads) noexcept nogil:
+                        bint log_output, int n_threads, bint streaming=False) noexcept nogil:
+    """streaming: log_softmax without a mask whose result is far larger than the caches."""
     cdef Py_ssize_t i
+    if streaming:
+        with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+            for i in prange(n_rows, schedule="static"):
+                _row_log_softmax_streaming(x + i * x_step, out + i * out_step, n_cols)
+            FS_store_fence()
+        return
     if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:
         _short_rows(x, x_step, out, out_step, n_rows, n_cols, 1 if log_output else 0, n_threads)
         return
@@ -424,16 +450,19 @@ def softmax_rows(cnp.ndarray x not None, cnp.ndarray out not None, object mask,
     if n_rows == 0 or n_cols == 0:
         return out
     n_threads = max(1, min(n_threads, n_rows))
+    # log_softmax results far larger than the caches are streamed out
+    cdef bint streaming = (log_output and mask is None and n_cols > SHORT_ROW
+                           and n_rows * n_cols * cnp.PyArray_ITEMSIZE(out) >= STREAM_MIN_BYTES)
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             _softmax_rows[float](<const float*>cnp.PyArray_DATA(x), x_step,
                                  <float*>cnp.PyArray_DATA(out), out_step, mask_data,
-                                 n_rows, n_cols, log_output, n_threads)
+                                 n_rows, n_cols, log_output, n_threads, streaming)
     else:
         with nogil:
             _softmax_rows[double](<const double*>cnp.PyArray_DATA(x), x_step,
                                   <double*>cnp.PyArray_DATA(out), out_step, mask_data,
-                                  n_rows, n_cols, log_output, n_threads)
+                                  n_rows, n_cols, log_output, n_threads, streaming)
     return out
 
 
