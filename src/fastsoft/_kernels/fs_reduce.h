@@ -31,6 +31,40 @@ typedef long long FS_v4l __attribute__((vector_size(32)));
 #define FS_HAVE_VECTOR_EXTENSIONS 0
 #endif
 
+#if FS_HAVE_VECTOR_EXTENSIONS
+/* Lane-wise a > b ? a : b and a < b ? a : b: a NaN `a` never wins, so the max and min skip
+   NaN as the row loops want.  With AVX these are single vmaxps/vminps instructions (x86
+   max/min return the second operand when either is NaN); otherwise a compare and a select. */
+#if defined(__AVX__)
+#include <immintrin.h>
+static inline FS_v8f FS_vmax8f(FS_v8f a, FS_v8f b) { return (FS_v8f)_mm256_max_ps((__m256)a, (__m256)b); }
+static inline FS_v8f FS_vmin8f(FS_v8f a, FS_v8f b) { return (FS_v8f)_mm256_min_ps((__m256)a, (__m256)b); }
+static inline FS_v4d FS_vmax4d(FS_v4d a, FS_v4d b) { return (FS_v4d)_mm256_max_pd((__m256d)a, (__m256d)b); }
+static inline FS_v4d FS_vmin4d(FS_v4d a, FS_v4d b) { return (FS_v4d)_mm256_min_pd((__m256d)a, (__m256d)b); }
+#else
+static inline FS_v8f FS_vmax8f(FS_v8f a, FS_v8f b)
+{
+    FS_v8i take = a > b;
+    return (FS_v8f)(((FS_v8i)a & take) | ((FS_v8i)b & ~take));
+}
+static inline FS_v8f FS_vmin8f(FS_v8f a, FS_v8f b)
+{
+    FS_v8i take = a < b;
+    return (FS_v8f)(((FS_v8i)a & take) | ((FS_v8i)b & ~take));
+}
+static inline FS_v4d FS_vmax4d(FS_v4d a, FS_v4d b)
+{
+    FS_v4l take = a > b;
+    return (FS_v4d)(((FS_v4l)a & take) | ((FS_v4l)b & ~take));
+}
+static inline FS_v4d FS_vmin4d(FS_v4d a, FS_v4d b)
+{
+    FS_v4l take = a < b;
+    return (FS_v4d)(((FS_v4l)a & take) | ((FS_v4l)b & ~take));
+}
+#endif
+#endif
+
 /* Largest non-NaN value of x[0:n]; -inf when there is none (NaN never compares greater). */
 static inline float FS_max_f32(const float *x, ptrdiff_t n)
 {
@@ -43,9 +77,8 @@ static inline float FS_max_f32(const float *x, ptrdiff_t n)
     for (; j + 16 <= n; j += 16) {
         memcpy(&a, x + j, sizeof a);
         memcpy(&b, x + j + 8, sizeof b);
-        FS_v8i take_a = a > m0, take_b = b > m1;
-        m0 = (FS_v8f)(((FS_v8i)a & take_a) | ((FS_v8i)m0 & ~take_a));
-        m1 = (FS_v8f)(((FS_v8i)b & take_b) | ((FS_v8i)m1 & ~take_b));
+        m0 = FS_vmax8f(a, m0);
+        m1 = FS_vmax8f(b, m1);
     }
     for (int k = 0; k < 8; k++) {
         result = m0[k] > result ? m0[k] : result;
@@ -67,9 +100,8 @@ static inline double FS_max_f64(const double *x, ptrdiff_t n)
     for (; j + 8 <= n; j += 8) {
         memcpy(&a, x + j, sizeof a);
         memcpy(&b, x + j + 4, sizeof b);
-        FS_v4l take_a = a > m0, take_b = b > m1;
-        m0 = (FS_v4d)(((FS_v4l)a & take_a) | ((FS_v4l)m0 & ~take_a));
-        m1 = (FS_v4d)(((FS_v4l)b & take_b) | ((FS_v4l)m1 & ~take_b));
+        m0 = FS_vmax4d(a, m0);
+        m1 = FS_vmax4d(b, m1);
     }
     for (int k = 0; k < 4; k++) {
         result = m0[k] > result ? m0[k] : result;
@@ -95,11 +127,10 @@ static inline float FS_minmax_f32(const float *x, ptrdiff_t n, float *min_out)
         for (; j + 16 <= n; j += 16) {
             memcpy(&a, x + j, sizeof a);
             memcpy(&b, x + j + 8, sizeof b);
-            FS_v8i take_a = a > m0, take_b = b > m1, low_a = a < l0, low_b = b < l1;
-            m0 = (FS_v8f)(((FS_v8i)a & take_a) | ((FS_v8i)m0 & ~take_a));
-            m1 = (FS_v8f)(((FS_v8i)b & take_b) | ((FS_v8i)m1 & ~take_b));
-            l0 = (FS_v8f)(((FS_v8i)a & low_a) | ((FS_v8i)l0 & ~low_a));
-            l1 = (FS_v8f)(((FS_v8i)b & low_b) | ((FS_v8i)l1 & ~low_b));
+            m0 = FS_vmax8f(a, m0);
+            m1 = FS_vmax8f(b, m1);
+            l0 = FS_vmin8f(a, l0);
+            l1 = FS_vmin8f(b, l1);
         }
         for (int k = 0; k < 8; k++) {
             result = m0[k] > result ? m0[k] : result;
@@ -128,11 +159,10 @@ static inline double FS_minmax_f64(const double *x, ptrdiff_t n, double *min_out
         for (; j + 8 <= n; j += 8) {
             memcpy(&a, x + j, sizeof a);
             memcpy(&b, x + j + 4, sizeof b);
-            FS_v4l take_a = a > m0, take_b = b > m1, low_a = a < l0, low_b = b < l1;
-            m0 = (FS_v4d)(((FS_v4l)a & take_a) | ((FS_v4l)m0 & ~take_a));
-            m1 = (FS_v4d)(((FS_v4l)b & take_b) | ((FS_v4l)m1 & ~take_b));
-            l0 = (FS_v4d)(((FS_v4l)a & low_a) | ((FS_v4l)l0 & ~low_a));
-            l1 = (FS_v4d)(((FS_v4l)b & low_b) | ((FS_v4l)l1 & ~low_b));
+            m0 = FS_vmax4d(a, m0);
+            m1 = FS_vmax4d(b, m1);
+            l0 = FS_vmin4d(a, l0);
+            l1 = FS_vmin4d(b, l1);
         }
         for (int k = 0; k < 4; k++) {
             result = m0[k] > result ? m0[k] : result;

@@ -143,8 +143,8 @@ static inline FS_v8f FS_expf_v8(FS_v8f x)
 {
     const FS_v8f shifter = FS_splat8f(12582912.0f);
     const FS_v8f lowest = FS_splat8f(-104.0f), highest = FS_splat8f(89.0f);
-    x = FS_select8f(x < lowest, lowest, x);        /* NaN compares false and passes */
-    x = FS_select8f(x > highest, highest, x);
+    x = FS_vmax8f(lowest, x);                      /* a NaN x is passed through */
+    x = FS_vmin8f(highest, x);
     FS_v8f t = x * 1.44269504088896341f + shifter;
     FS_v8f n = t - shifter;
     FS_v8i ni = (FS_v8i)t - (FS_v8i)shifter;
@@ -226,8 +226,8 @@ static inline FS_v4d FS_exp_v4(FS_v4d x)
 {
     const FS_v4d shifter = FS_splat4d(6755399441055744.0);
     const FS_v4d lowest = FS_splat4d(-746.0), highest = FS_splat4d(710.0);
-    x = FS_select4d(x < lowest, lowest, x);
-    x = FS_select4d(x > highest, highest, x);
+    x = FS_vmax4d(lowest, x);
+    x = FS_vmin4d(highest, x);
     FS_v4d t = x * 1.4426950408889634074 + shifter;
     FS_v4d n = t - shifter;
     FS_v4l ni = (FS_v4l)t - (FS_v4l)shifter;
