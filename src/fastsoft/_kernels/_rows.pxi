@@ -66,14 +66,6 @@ cdef inline void _add_compensated(double* total, double* compensation, double te
     total[0] = t
 
 
-cdef inline double _sum_chunk(const real* x, Py_ssize_t n) noexcept nogil:
-    """Sum of x[0:n] in double (float: plain double lanes; double: Kahan lanes)."""
-    if real is float:
-        return FS_sum_f32(x, n)
-    else:
-        return FS_sum_f64(x, n)
-
-
 cdef inline void _exp_shifted_chunk(const real* x, real* e, Py_ssize_t n, real shift,
                                     bint short_exp) noexcept nogil:
     """e[j] = exp(x[j] - shift) for a chunk; x and e may be the same buffer."""

@@ -13,12 +13,18 @@
  *    algorithms of fs_math.h step for step: same reduction, same polynomial, same
  *    clamps, so they have the same accuracy and the same special values (-inf -> 0,
  *    +inf -> inf, NaN -> NaN).  Lane selects are bit masks, never branches.
- * 3. A row's last n % 8 (or n % 4) values go through the same vector code via a small
- *    padded buffer, so a value's result never depends on where it sits in the row.
- * 4. Sums of exponentials accumulate in double: float rows convert each vector to two
- *    double vectors (exact), double rows use Kahan-compensated lanes; the lanes are folded
- *    in a fixed order, so every build and thread count gives the same bits.
- * 5. Compilers without vector extensions (not GCC/Clang) fall back to the scalar loops at
+ * 3. A row's last n % 8 (or n % 4) values go through the same vector code (AVX2 masked
+ *    loads and stores; lane-by-lane copies in the baseline build), so a value's result
+ *    never depends on where it sits in the row.
+ * 4. Sums of exponentials accumulate in double: float rows add two vectors in float, then
+ *    convert to two double vectors (exact), double rows use Kahan-compensated lanes; the
+ *    lanes are folded in a fixed order, so every thread count gives the same bits.  The
+ *    exponential has a short path for rows whose values are all within its normal range
+ *    of the max (same bits as the general path).
+ * 5. Also here: the short-row tiles' helpers (a vector log1p, sums in the row loops'
+ *    order), block transposes for a non-last axis, sigsoftmax's float gaps and gradient
+ *    factor, and streaming stores.
+ * 6. Compilers without vector extensions (not GCC/Clang) fall back to the scalar loops at
  *    the bottom of each function, which compute the same values.
  */
 #ifndef FS_SIMD_H
@@ -62,11 +68,6 @@ static inline void FS_widen8f(FS_v8f v, FS_v4d *low, FS_v4d *high)
     *high = (FS_v4d)_mm256_cvtps_pd(_mm256_extractf128_ps(m, 1));
 }
 
-static inline FS_v8f FS_narrow4d(FS_v4d low, FS_v4d high)
-{
-    __m128 a = _mm256_cvtpd_ps((__m256d)low), b = _mm256_cvtpd_ps((__m256d)high);
-    return (FS_v8f)_mm256_insertf128_ps(_mm256_castps128_ps256(a), b, 1);
-}
 #else
 static inline void FS_widen8f(FS_v8f v, FS_v4d *low, FS_v4d *high)
 {
@@ -76,11 +77,6 @@ static inline void FS_widen8f(FS_v8f v, FS_v4d *low, FS_v4d *high)
     *high = __builtin_convertvector(b, FS_v4d);
 }
 
-static inline FS_v8f FS_narrow4d(FS_v4d low, FS_v4d high)
-{
-    FS_v4f a = __builtin_convertvector(low, FS_v4f), b = __builtin_convertvector(high, FS_v4f);
-    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7);
-}
 #endif
 
 /* Loads and stores of a row's last k < 8 (k < 4) values: AVX2 masked moves, which never
@@ -168,17 +164,9 @@ static inline FS_v8f FS_expf_v8(FS_v8f x)
    only sends every vector down the general (still correct) path. */
 #if defined(__AVX__)
 #include <immintrin.h>
-static inline int FS_all8(FS_v8i m) { return _mm256_movemask_ps((__m256)m) == 0xFF; }
 static inline int FS_all4(FS_v4l m) { return _mm256_movemask_pd((__m256d)m) == 0xF; }
 #elif defined(__SSE2__)
 #include <emmintrin.h>
-static inline int FS_all8(FS_v8i m)
-{
-    __m128i a, b;
-    memcpy(&a, &m, sizeof a);
-    memcpy(&b, (const char *)&m + sizeof a, sizeof b);
-    return _mm_movemask_epi8(_mm_and_si128(a, b)) == 0xFFFF;
-}
 static inline int FS_all4(FS_v4l m)
 {
     __m128i a, b;
@@ -187,7 +175,6 @@ static inline int FS_all4(FS_v4l m)
     return _mm_movemask_epi8(_mm_and_si128(a, b)) == 0xFFFF;
 }
 #else
-static inline int FS_all8(FS_v8i m) { (void)m; return 0; }
 static inline int FS_all4(FS_v4l m) { (void)m; return 0; }
 #endif
 
@@ -210,15 +197,6 @@ static inline FS_v8f FS_expf_v8_normal(FS_v8f x)
     h = h * r + 0.5f;
     FS_v8f p = 1.0f + ((r * r) * h + r);
     return p * (FS_v8f)((ni + 127) << 23);
-}
-
-/* exp on 8 lanes: the short path when every lane allows it, else the general one */
-static inline FS_v8f FS_expf_v8_any(FS_v8f x)
-{
-    FS_v8i normal = (x >= -87.0f) & (x <= 88.0f);
-    if (__builtin_expect(FS_all8(normal), 1))
-        return FS_expf_v8_normal(x);
-    return FS_expf_v8(x);
 }
 
 /* FS_exp on 4 lanes */
