@@ -188,6 +188,7 @@ cdef inline void _tile_short_rows(const real* x, Py_ssize_t x_step, real* out,
     cdef real e[TILE]
     cdef double norm[TILE]        # per row: the max, then the sum, then the log normaliser
     cdef double maxima[TILE]
+    cdef bint has_nan
     cdef real row_max, low = INFINITY, d, v
     cdef Py_ssize_t i, j, k, ties
     cdef double total, log_norm, inverse
@@ -233,11 +234,12 @@ cdef inline void _tile_short_rows(const real* x, Py_ssize_t x_step, real* out,
             if maxima[i] == INFINITY or maxima[i] == -INFINITY:
                 # +inf: the sum is infinite (its shifted values inf - inf are NaN);
                 # -inf: every value is -inf or NaN.  The max itself, unless the row also
-                # holds a NaN
-                log_norm = 0.0
+                # holds a NaN.  (A flag, not `log_norm = NAN` in the loop: GCC 12 at -O3
+                # vectorizes that conditional store of a NaN wrongly and loses it.)
+                has_nan = False
                 for j in range(n):
-                    if x[i * x_step + j] != x[i * x_step + j]:
-                        log_norm = NAN
+                    has_nan = has_nan | (x[i * x_step + j] != x[i * x_step + j])
+                log_norm = NAN if has_nan else 0.0
             out[i * out_step] = <real>(maxima[i] + log_norm)
 
 
