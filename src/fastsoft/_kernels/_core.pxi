@@ -62,8 +62,14 @@ def max_threads():
 # ---------------------------------------------------------------------------------------
 
 cdef inline void _row_softmax(const real* x, real* v, const unsigned char* mask,
-                              Py_ssize_t n, bint log_output) noexcept nogil:
-    """v = softmax(x) or log_softmax(x) over one row; v may be x."""
+                              Py_ssize_t n, bint log_output, bint streaming=False) noexcept nogil:
+    """v = softmax(x) or log_softmax(x) over one row; v may be x.
+
+    streaming (log_softmax without a mask, results far larger than the caches): the
+    output row is written with streaming stores (fs_simd.h), sparing the
+    read-for-ownership of its lines; the caller fences.  softmax gains nothing from it
+    here: its exponentials would need a row buffer and one more pass.
+    """
     cdef real row_max, row_min
     cdef double total, log_norm
     cdef Py_ssize_t n_at_max
@@ -79,29 +85,17 @@ cdef inline void _row_softmax(const real* x, real* v, const unsigned char* mask,
         total = _row_sum_exp_off_max(x, n, row_max, &n_at_max, short_exp)
         # +inf in the row: the row is NaN, as softmax's is (inf - inf)
         log_norm = NAN if row_max == INFINITY else _log_normalizer(total, n_at_max)
-        _row_log_normalize(x, v, n, row_max, log_norm)
+        if not streaming:
+            _row_log_normalize(x, v, n, row_max, log_norm)
+        elif real is float:
+            FS_log_normalize_stream_f32(x, v, n, row_max, log_norm)
+        else:
+            FS_log_normalize_stream_f64(x, v, n, row_max, log_norm)
     else:
         total = _row_exp_shifted_sum(x, v, n, row_max, short_exp)
         _row_scale(v, n, total)
     if mask != NULL:
         _row_fill_masked(v, mask, n, -INFINITY if log_output else 0)
-
-
-cdef inline void _row_log_softmax_streaming(const real* x, real* v, Py_ssize_t n) noexcept nogil:
-    """_row_softmax's log_softmax without a mask, for results far larger than the caches:
-    the same arithmetic, but the output row is written with streaming stores (fs_simd.h),
-    sparing the read-for-ownership of its lines.  (softmax gains nothing from it here:
-    its exponentials would need a row buffer and one more pass.)  v may be x."""
-    cdef real row_max, row_min
-    cdef double total, log_norm
-    cdef Py_ssize_t n_at_max
-    row_max = _row_minmax(x, n, &row_min)
-    total = _row_sum_exp_off_max(x, n, row_max, &n_at_max, _short_exp(row_min, row_max))
-    log_norm = NAN if row_max == INFINITY else _log_normalizer(total, n_at_max)
-    if real is float:
-        FS_log_normalize_stream_f32(x, v, n, row_max, log_norm)
-    else:
-        FS_log_normalize_stream_f64(x, v, n, row_max, log_norm)
 
 
 cdef inline real _row_logsumexp(const real* x, const unsigned char* mask, real* scratch,
@@ -341,7 +335,7 @@ cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t 
     if streaming:
         with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
             for i in prange(n_rows, schedule="static"):
-                _row_log_softmax_streaming(x + i * x_step, out + i * out_step, n_cols)
+                _row_softmax(x + i * x_step, out + i * out_step, NULL, n_cols, True, True)
             FS_store_fence()
         return
     if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:

@@ -377,10 +377,11 @@ static inline double FS_fold_kahan4d(FS_v4d s0, FS_v4d c0, FS_v4d s1, FS_v4d c1)
    a far-out or infinite value take the general path.  The tail always takes the general
    path, since its padding is -inf. */
 
-/* ties == NULL: y = exp(x - shift), returns the sum.  ties != NULL: the same y, but the
-   returned sum leaves out the values x == shift (each exactly 1) and *ties counts them,
-   as FS_exp_sum_off_max_* does (cross-entropy needs both the stored exponentials and an
-   accurate log of the sum). */
+/* The one exponentiate-and-sum loop.  y == NULL: nothing is stored.  ties == NULL: the
+   sum of every exp(x - shift).  ties != NULL: the sum leaves out the values x == shift
+   (each exactly 1) and *ties counts them, so that the caller can form the log of the sum
+   with log1p (cross-entropy wants both that and the stored exponentials).  Lanes past
+   the row's end add nothing. */
 static inline __attribute__((always_inline)) double
 FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, const int normal,
                           ptrdiff_t *ties)
@@ -397,8 +398,10 @@ FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, co
         memcpy(&b, x + j + 8, sizeof b);
         e = normal ? FS_expf_v8_normal(a - s) : FS_expf_v8(a - s);
         f = normal ? FS_expf_v8_normal(b - s) : FS_expf_v8(b - s);
-        memcpy(y + j, &e, sizeof e);
-        memcpy(y + j + 8, &f, sizeof f);
+        if (y) {
+            memcpy(y + j, &e, sizeof e);
+            memcpy(y + j + 8, &f, sizeof f);
+        }
         if (ties) {
             at_a = a == s;
             at_b = b == s;
@@ -413,11 +416,13 @@ FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, co
     }
     for (; j < n; j += 8) {
         ptrdiff_t k = n - j < 8 ? n - j : 8;
+        FS_v8i real_lane = lane_index < (int)k;
         a = FS_load8f_tail(x + j, k, -INFINITY);
-        e = FS_expf_v8(a - s);              /* padding: exp(-inf) = 0 adds nothing */
-        FS_store8f_tail(y + j, e, k);
+        e = (FS_v8f)((FS_v8i)FS_expf_v8(a - s) & real_lane);
+        if (y)
+            FS_store8f_tail(y + j, e, k);
         if (ties) {
-            at_a = (a == s) & (lane_index < (int)k);
+            at_a = (a == s) & real_lane;
             count -= at_a;
             e = (FS_v8f)((FS_v8i)e & ~at_a);
         }
@@ -435,9 +440,11 @@ FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, co
     (void)normal;
     for (; j < n; j++) {
         int at_max = x[j] == shift;
-        y[j] = FS_expf(x[j] - shift);
+        float e = FS_expf(x[j] - shift);
+        if (y)
+            y[j] = e;
         count += at_max;
-        total += (ties && at_max) ? 0.0 : y[j];
+        total += (ties && at_max) ? 0.0 : e;
     }
     if (ties)
         *ties = count;
@@ -452,6 +459,7 @@ static inline double FS_exp_store_sum_f32(const float *x, float *y, ptrdiff_t n,
                   : FS_exp_store_sum_f32_impl(x, y, n, shift, 0, NULL);
 }
 
+/* y[j] = exp(x[j] - m), and the sum and ties of FS_exp_sum_off_max_f32 */
 static inline double FS_exp_store_sum_off_max_f32(const float *x, float *y, ptrdiff_t n, float m,
                                                   ptrdiff_t *ties, int normal)
 {
@@ -459,65 +467,12 @@ static inline double FS_exp_store_sum_off_max_f32(const float *x, float *y, ptrd
                   : FS_exp_store_sum_f32_impl(x, y, n, m, 0, ties);
 }
 
-static inline __attribute__((always_inline)) double
-FS_exp_sum_off_max_f32_impl(const float *x, ptrdiff_t n, float m, ptrdiff_t *ties, const int normal)
-{
-    ptrdiff_t j = 0;
-#if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v8f s = FS_splat8f(m);
-    const FS_v8i lane_index = {0, 1, 2, 3, 4, 5, 6, 7};
-    FS_v4d acc0 = FS_splat4d(0.0), acc1 = FS_splat4d(0.0), lo, hi;
-    FS_v8i count = {0, 0, 0, 0, 0, 0, 0, 0}, at_a, at_b;
-    FS_v8f a, b, e, f;
-    for (; j + 16 <= n; j += 16) {
-        memcpy(&a, x + j, sizeof a);
-        memcpy(&b, x + j + 8, sizeof b);
-        at_a = a == s;                      /* NaN != m: a NaN reaches the sum */
-        at_b = b == s;
-        e = normal ? FS_expf_v8_normal(a - s) : FS_expf_v8(a - s);
-        f = normal ? FS_expf_v8_normal(b - s) : FS_expf_v8(b - s);
-        e = (FS_v8f)((FS_v8i)e & ~at_a);
-        f = (FS_v8f)((FS_v8i)f & ~at_b);
-        count -= at_a;
-        count -= at_b;
-        FS_widen8f(e + f, &lo, &hi);
-        acc0 += lo;
-        acc1 += hi;
-    }
-    for (; j < n; j += 8) {
-        /* only the real lanes count as ties or add to the sum */
-        ptrdiff_t k = n - j < 8 ? n - j : 8;
-        FS_v8i real_lane = lane_index < (int)k;
-        a = FS_load8f_tail(x + j, k, -INFINITY);
-        at_a = (a == s) & real_lane;
-        e = (FS_v8f)((FS_v8i)FS_expf_v8(a - s) & ~at_a & real_lane);
-        count -= at_a;
-        FS_widen8f(e, &lo, &hi);
-        acc0 += lo;
-        acc1 += hi;
-    }
-    *ties = (ptrdiff_t)(((count[0] + count[4]) + (count[2] + count[6]))
-                        + ((count[1] + count[5]) + (count[3] + count[7])));
-    return FS_fold4d(acc0, acc1);
-#else
-    double total = 0.0;
-    ptrdiff_t count = 0;
-    (void)normal;
-    for (; j < n; j++) {
-        count += x[j] == m;
-        total += x[j] == m ? 0.0 : (double)FS_expf(x[j] - m);
-    }
-    *ties = count;
-    return total;
-#endif
-}
-
 /* Sum of exp(x[j] - m) over the x[j] != m, and (in *ties) how many x[j] == m; x is only
    read.  Leaving the max terms out lets the caller form log(sum) with log1p. */
 static inline double FS_exp_sum_off_max_f32(const float *x, ptrdiff_t n, float m, ptrdiff_t *ties, int normal)
 {
-    return normal ? FS_exp_sum_off_max_f32_impl(x, n, m, ties, 1)
-                  : FS_exp_sum_off_max_f32_impl(x, n, m, ties, 0);
+    return normal ? FS_exp_store_sum_f32_impl(x, NULL, n, m, 1, ties)
+                  : FS_exp_store_sum_f32_impl(x, NULL, n, m, 0, ties);
 }
 
 /* y[j] = y[j] * inverse rounded once to float: inverse is split into float parts
@@ -579,8 +534,10 @@ FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift,
         memcpy(&b, x + j + 4, sizeof b);
         e = normal ? FS_exp_v4_normal(a - s) : FS_exp_v4(a - s);
         f = normal ? FS_exp_v4_normal(b - s) : FS_exp_v4(b - s);
-        memcpy(y + j, &e, sizeof e);
-        memcpy(y + j + 4, &f, sizeof f);
+        if (y) {
+            memcpy(y + j, &e, sizeof e);
+            memcpy(y + j + 4, &f, sizeof f);
+        }
         if (ties) {
             at_a = a == s;
             at_b = b == s;
@@ -594,11 +551,13 @@ FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift,
     }
     for (; j < n; j += 4) {
         ptrdiff_t k = n - j < 4 ? n - j : 4;
+        FS_v4l real_lane = lane_index < (long long)k;
         a = FS_load4d_tail(x + j, k, -INFINITY);
-        e = FS_exp_v4(a - s);
-        FS_store4d_tail(y + j, e, k);
+        e = (FS_v4d)((FS_v4l)FS_exp_v4(a - s) & real_lane);
+        if (y)
+            FS_store4d_tail(y + j, e, k);
         if (ties) {
-            at_a = (a == s) & (lane_index < (long long)k);
+            at_a = (a == s) & real_lane;
             count -= at_a;
             e = (FS_v4d)((FS_v4l)e & ~at_a);
         }
@@ -613,9 +572,11 @@ FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift,
     (void)normal;
     for (; j < n; j++) {
         int at_max = x[j] == shift;
-        y[j] = FS_exp(x[j] - shift);
+        double e = FS_exp(x[j] - shift);
+        if (y)
+            y[j] = e;
         count += at_max;
-        total += (ties && at_max) ? 0.0 : y[j];
+        total += (ties && at_max) ? 0.0 : e;
     }
     if (ties)
         *ties = count;
@@ -629,6 +590,7 @@ static inline double FS_exp_store_sum_f64(const double *x, double *y, ptrdiff_t 
                   : FS_exp_store_sum_f64_impl(x, y, n, shift, 0, NULL);
 }
 
+/* y[j] = exp(x[j] - m), and the sum and ties of FS_exp_sum_off_max_f64 */
 static inline double FS_exp_store_sum_off_max_f64(const double *x, double *y, ptrdiff_t n, double m,
                                                   ptrdiff_t *ties, int normal)
 {
@@ -636,57 +598,12 @@ static inline double FS_exp_store_sum_off_max_f64(const double *x, double *y, pt
                   : FS_exp_store_sum_f64_impl(x, y, n, m, 0, ties);
 }
 
-static inline __attribute__((always_inline)) double
-FS_exp_sum_off_max_f64_impl(const double *x, ptrdiff_t n, double m, ptrdiff_t *ties, const int normal)
-{
-    ptrdiff_t j = 0;
-#if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v4d s = FS_splat4d(m);
-    const FS_v4l lane_index = {0, 1, 2, 3};
-    FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0, a, b, e, f;
-    FS_v4l count = {0, 0, 0, 0}, at_a, at_b;
-    for (; j + 8 <= n; j += 8) {
-        memcpy(&a, x + j, sizeof a);
-        memcpy(&b, x + j + 4, sizeof b);
-        at_a = a == s;
-        at_b = b == s;
-        e = normal ? FS_exp_v4_normal(a - s) : FS_exp_v4(a - s);
-        f = normal ? FS_exp_v4_normal(b - s) : FS_exp_v4(b - s);
-        e = (FS_v4d)((FS_v4l)e & ~at_a);
-        f = (FS_v4d)((FS_v4l)f & ~at_b);
-        count -= at_a;
-        count -= at_b;
-        FS_kahan4d(&s0, &c0, e);
-        FS_kahan4d(&s1, &c1, f);
-    }
-    for (; j < n; j += 4) {
-        ptrdiff_t k = n - j < 4 ? n - j : 4;
-        FS_v4l real_lane = lane_index < (long long)k;
-        a = FS_load4d_tail(x + j, k, -INFINITY);
-        at_a = (a == s) & real_lane;
-        e = (FS_v4d)((FS_v4l)FS_exp_v4(a - s) & ~at_a & real_lane);
-        count -= at_a;
-        FS_kahan4d(&s0, &c0, e);
-    }
-    *ties = (ptrdiff_t)((count[0] + count[2]) + (count[1] + count[3]));
-    return FS_fold_kahan4d(s0, c0, s1, c1);
-#else
-    double total = 0.0;
-    ptrdiff_t count = 0;
-    (void)normal;
-    for (; j < n; j++) {
-        count += x[j] == m;
-        total += x[j] == m ? 0.0 : FS_exp(x[j] - m);
-    }
-    *ties = count;
-    return total;
-#endif
-}
-
+/* Sum of exp(x[j] - m) over the x[j] != m, and (in *ties) how many x[j] == m; x is only
+   read.  Leaving the max terms out lets the caller form log(sum) with log1p. */
 static inline double FS_exp_sum_off_max_f64(const double *x, ptrdiff_t n, double m, ptrdiff_t *ties, int normal)
 {
-    return normal ? FS_exp_sum_off_max_f64_impl(x, n, m, ties, 1)
-                  : FS_exp_sum_off_max_f64_impl(x, n, m, ties, 0);
+    return normal ? FS_exp_store_sum_f64_impl(x, NULL, n, m, 1, ties)
+                  : FS_exp_store_sum_f64_impl(x, NULL, n, m, 0, ties);
 }
 
 /* y[j] /= total (a true division: double rows keep correctly rounded quotients) */
