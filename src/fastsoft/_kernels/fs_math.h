@@ -12,9 +12,10 @@
  *    kernels only pass shifted values x - max(x) <= 0.
  * 3. exp: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, with a two-part ln2 whose high
  *    part has enough trailing zeros that n*ln2_hi is exact (correct with or without FMA
- *    contraction), then a Taylor polynomial (degree 7 for float, 13 for double: truncation
- *    below 0.15 ulp) and a scaling by 2^n split in two factors so that results in the
- *    subnormal range are still produced rather than flushed.  n is recovered with the
+ *    contraction), then exp(r) = 1 + (r + r^2 h(r)) with h a minimax polynomial (degree 4
+ *    for float, 9 for double; FS_EXPF_H*, FS_EXP_H*: a polynomial error of 0.05 and 0.03
+ *    units of 2^-24 and 2^-53) and a scaling by 2^n split in two factors so that results
+ *    in the subnormal range are still produced rather than flushed.  n is recovered with the
  *    "shifter" trick (add 1.5*2^mantissa_bits and read the low bits), so NaN never goes
  *    through a float->int conversion (undefined behaviour in C).
  *    Measured accuracy is reported in docs/numerics.md (about 1 ulp).
@@ -33,6 +34,27 @@ static inline float FS_f32_from_bits(uint32_t u) { float x; memcpy(&x, &u, sizeo
 static inline uint64_t FS_bits_f64(double x) { uint64_t u; memcpy(&u, &x, sizeof u); return u; }
 static inline double FS_f64_from_bits(uint64_t u) { double x; memcpy(&x, &u, sizeof x); return x; }
 
+/* h(r) ~ (exp(r) - 1 - r) / r^2 on |r| <= ln2/2: coefficients of the polynomial that
+   minimises the largest relative error of 1 + r + r^2 h(r) against exp(r) (Lawson's
+   iteration in 60-digit arithmetic, bench/exp_coefficients.py), rounded to the dtype.
+   Lower degrees than a Taylor series of the same accuracy: fewer dependent steps in
+   every exponential. */
+#define FS_EXPF_H0 0x1.fffffcp-2f
+#define FS_EXPF_H1 0x1.555492p-3f
+#define FS_EXPF_H2 0x1.5558f2p-5f
+#define FS_EXPF_H3 0x1.1239d4p-7f
+#define FS_EXPF_H4 0x1.6a244cp-10f
+#define FS_EXP_H0 0x1.000000000000ap-1
+#define FS_EXP_H1 0x1.55555555554fap-3
+#define FS_EXP_H2 0x1.555555555088cp-5
+#define FS_EXP_H3 0x1.1111111127b9ep-7
+#define FS_EXP_H4 0x1.6c16c1842678ap-10
+#define FS_EXP_H5 0x1.a01a012a68e0bp-13
+#define FS_EXP_H6 0x1.a0199a16c13efp-16
+#define FS_EXP_H7 0x1.71df253c040cdp-19
+#define FS_EXP_H8 0x1.28ad68c1a83p-22
+#define FS_EXP_H9 0x1.ad7f78174a26fp-26
+
 /* exp(x) in float: below -104 it rounds to +0, above 89 it is +inf. Fastest and most
    accurate for the x <= 0 that the forward kernels pass. */
 static inline float FS_expf(float x)
@@ -49,13 +71,12 @@ static inline float FS_expf(float x)
     float r = x - n * ln2_hi;
     r = r - n * ln2_lo;
     /* exp(r) = 1 + (r + r^2 h(r)): the small correction r^2 h is added to r and 1 last,
-       so the rounding of h barely matters and the result is within ~0.6 ulp */
-    float h = 1.0f / 5040.0f;
-    h = h * r + 1.0f / 720.0f;
-    h = h * r + 1.0f / 120.0f;
-    h = h * r + 1.0f / 24.0f;
-    h = h * r + 1.0f / 6.0f;
-    h = h * r + 0.5f;
+       so the rounding of h barely matters */
+    float h = FS_EXPF_H4;
+    h = h * r + FS_EXPF_H3;
+    h = h * r + FS_EXPF_H2;
+    h = h * r + FS_EXPF_H1;
+    h = h * r + FS_EXPF_H0;
     float p = 1.0f + ((r * r) * h + r);
     /* 2^n as two normal factors: n >= -150 would be subnormal as one factor */
     int32_t n1 = ni / 2;
@@ -79,18 +100,16 @@ static inline double FS_exp(double x)
     int64_t ni = (int64_t)(FS_bits_f64(t) - FS_bits_f64(shifter));
     double r = x - n * ln2_hi;
     r = r - n * ln2_lo;
-    double p = 1.0 / 6227020800.0;                  /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
+    double p = FS_EXP_H9;
+    p = p * r + FS_EXP_H8;
+    p = p * r + FS_EXP_H7;
+    p = p * r + FS_EXP_H6;
+    p = p * r + FS_EXP_H5;
+    p = p * r + FS_EXP_H4;
+    p = p * r + FS_EXP_H3;
+    p = p * r + FS_EXP_H2;
+    p = p * r + FS_EXP_H1;
+    p = p * r + FS_EXP_H0;
     p = 1.0 + ((r * r) * p + r);                    /* as in FS_expf */
     int64_t n1 = ni / 2;
     int64_t n2 = ni - n1;
