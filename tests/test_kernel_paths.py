@@ -83,7 +83,7 @@ def test_wide_spread_rows_take_the_general_exponential(name, dtype):
 def test_small_calls_equal_the_full_path(name, x):
     func = getattr(fs, name)
     small = func(x)                                      # the array alone: small_call
-    full = func(x, axis=-1, num_threads=1)               # keywords: the full path
+    full = func(x, axis=-1, num_threads=1, where=None)   # where=: the full path
     assert type(small) is type(full)
     assert np.asarray(small).dtype == np.asarray(full).dtype
     assert np.shape(small) == np.shape(full)
@@ -110,6 +110,31 @@ def test_small_calls_pass_other_inputs_to_the_full_path(name, x):
     got = getattr(fs, name)(x)
     assert np.asarray(got).dtype == np.asarray(expected).dtype
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", FORWARD)
+def test_public_functions_behave_as_functions(name):
+    # the public forward functions are compiled routers (SmallCallRouter), not Python
+    # functions: they must still look, pickle and fail like the functions they wrap
+    import copy
+    import inspect
+    import pickle
+
+    func = getattr(fs, name)
+    assert func.__name__ == name and func.__module__ == "fastsoft._activations"
+    assert repr(func) == f"<function {name}>"
+    assert func.__doc__ == func.__wrapped__.__doc__ and "Examples" in func.__doc__
+    assert inspect.signature(func) == inspect.signature(func.__wrapped__)
+    assert pickle.loads(pickle.dumps(func)) is func
+    assert copy.deepcopy(func) is func
+    x = _rows(2, 7, np.float64)
+    with pytest.raises(TypeError, match="axs"):
+        func(x, axs=0)                          # a misspelled keyword reaches Python's check
+    with pytest.raises(TypeError):
+        func()
+    with pytest.raises(TypeError):
+        func(x, -1, 2)                          # num_threads is keyword-only
+    np.testing.assert_array_equal(func(x, -1), func(x, axis=-1, where=None))
 
 
 def test_small_call_rejects_a_zero_dimensional_array():

@@ -92,38 +92,23 @@ def _dask_route(name, args, kwargs, cupy, dask_array):
     return _dask_backend()
 
 
-# keywords a small call may carry (checked by the compiled entry, which declines anything
-# unusual so that the full path validates it)
-_SMALL_CALL_KEYWORDS = frozenset({"axis", "num_threads"})
-
-
 def dispatch(func=None, *, small_call=None):
     """Let `func` run on the backend its array arguments live on (see the module doc).
 
-    small_call: optional (entry, op).  A call with the array alone, ``func(x)`` (or with
-    only ``axis`` and ``num_threads`` keywords), first offers it to
-    ``entry(x, op, axis, num_threads)``, a compiled function that answers small, plain
-    NumPy arrays along their last axis outright and returns None for anything else
-    (including every CuPy or Dask array, which are not exact ndarrays).  Tiny calls then
-    skip the routing, validation and layout work, which would otherwise cost several times
-    the arithmetic.
+    small_call: optional (router, op), router a compiled class (the kernels'
+    SmallCallRouter) whose instance becomes the public function: a call with the array
+    alone, ``func(x)`` (or with only ``axis`` and ``num_threads`` keywords), is answered in
+    compiled code when the array is a small, plain NumPy array along its last axis; any
+    other call (including every CuPy or Dask array, which are not exact ndarrays) goes to
+    the routed function below.  Tiny calls then skip the routing, validation and layout
+    work, which would otherwise cost several times the arithmetic.
     """
     if func is None:
         return functools.partial(dispatch, small_call=small_call)
     name = func.__name__
-    entry, op = small_call if small_call is not None else (None, 0)
 
     @functools.wraps(func)
     def routed(*args, **kwargs):
-        if entry is not None and len(args) == 1:
-            if not kwargs:
-                result = entry(args[0], op)
-            elif kwargs.keys() <= _SMALL_CALL_KEYWORDS:
-                result = entry(args[0], op, kwargs.get("axis", -1), kwargs.get("num_threads"))
-            else:
-                result = None
-            if result is not None:
-                return result
         backend = backend_for(name, args, kwargs)
         if backend is None:
             return func(*args, **kwargs)
@@ -135,4 +120,9 @@ def dispatch(func=None, *, small_call=None):
                             "for it yet); pass NumPy arrays")
         return implementation(*args, **kwargs)
 
-    return routed
+    if small_call is None:
+        return routed
+    router, op = small_call
+    public = router(routed, op)
+    functools.update_wrapper(public, func)
+    return public

@@ -18,7 +18,13 @@
 
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.dict cimport PyDict_Next
+from cpython.object cimport PyObject
 cimport numpy as cnp
+
+cdef extern from "numpy/arrayobject.h":
+    # a NumPy scalar of `descr` from the value at `data` (the descr is not stolen)
+    object PyArray_Scalar(void* data, cnp.dtype descr, object base)
 from cython.parallel cimport prange, parallel
 
 from fastsoft._kernels._shims cimport (
@@ -642,9 +648,91 @@ def columns_forward(cnp.ndarray x not None, cnp.ndarray out not None, int op, in
 
 cdef enum:
     SMALL_CALL_ELEMENTS = 1 << 15   # = fastsoft._config.PARALLEL_MIN_ELEMENTS: one thread
+    SMALL_CALL_NOGIL = 1 << 12      # small calls this large release the GIL
 
 
 def small_forward(object x, int op, object axis=-1, object num_threads=None):
+    """Python entry of _small_forward (tests and tools; the public functions reach it
+    through SmallCallRouter)."""
+    return _small_forward(x, op, axis, num_threads)
+
+
+cdef class SmallCallRouter:
+    """A public forward function: small plain calls go straight to _small_forward, every
+    other call to `full` (the backend routing and the validated NumPy path).
+
+    A Python wrapper in front of the compiled entry cost 150-250 ns of a 1 us call (the
+    closure and its argument tuple and keyword dict); this class does the same checks in C.
+    functools.update_wrapper gives it the wrapped function's name, docstring and
+    __wrapped__ (so inspect.signature and doctest see the original function).
+    """
+    cdef readonly object full
+    cdef readonly int op
+    cdef dict __dict__
+
+    def __init__(self, full, int op):
+        self.full = full
+        self.op = op
+
+    def __call__(self, *args, **kwargs):
+        cdef object result = None
+        cdef object axis = -1
+        cdef object num_threads = None
+        cdef Py_ssize_t position = 0
+        cdef PyObject* key
+        cdef PyObject* value
+        cdef bint plain = True
+        if len(args) == 1:
+            if kwargs:
+                while PyDict_Next(kwargs, &position, &key, &value):
+                    if <object>key == "axis":
+                        axis = <object>value
+                    elif <object>key == "num_threads":
+                        num_threads = <object>value
+                    else:
+                        # out=, where= or a misspelling: the full path handles or rejects it
+                        plain = False
+                        break
+            if plain:
+                result = _small_forward(args[0], self.op, axis, num_threads)
+                if result is not None:
+                    return result
+        return self.full(*args, **kwargs)
+
+    def __repr__(self):
+        return f"<function {getattr(self, '__qualname__', 'fastsoft function')}>"
+
+    def __reduce__(self):
+        # pickled by reference, as functions are: the module attribute of this name
+        return getattr(self, "__qualname__")
+
+
+cdef void _small_kernel(int typenum, int op, void* data, void* result, double* scratch,
+                        Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
+    """_small_forward's arithmetic, on the calling thread."""
+    if typenum == cnp.NPY_FLOAT32:
+        if op <= 1:
+            _softmax_rows[float](<float*>data, n_cols, <float*>result, n_cols, NULL,
+                                 n_rows, n_cols, op == 1, 1)
+        elif op == 2:
+            _logsumexp_rows[float](<float*>data, n_cols, <float*>result, 1, NULL, NULL,
+                                   n_rows, n_cols, 1)
+        else:
+            _sigsoftmax_rows[float](<float*>data, n_cols, <float*>result, n_cols, NULL,
+                                    scratch, n_rows, n_cols, op == 4, 1)
+    else:
+        if op <= 1:
+            _softmax_rows[double](<double*>data, n_cols, <double*>result, n_cols, NULL,
+                                  n_rows, n_cols, op == 1, 1)
+        elif op == 2:
+            _logsumexp_rows[double](<double*>data, n_cols, <double*>result, 1, NULL, NULL,
+                                    n_rows, n_cols, 1)
+        else:
+            _sigsoftmax_rows[double](<double*>data, n_cols, <double*>result, n_cols, NULL,
+                                     scratch, n_rows, n_cols, op == 4, 1)
+
+
+cdef object _small_forward(object x, int op, object axis, object num_threads):
     """The whole call fs.<op>(x, axis=axis, num_threads=num_threads) for a small, plain
     array along its last axis, or None to take the full path.
 
@@ -672,39 +760,28 @@ def small_forward(object x, int op, object axis=-1, object num_threads=None):
         return None
     cdef Py_ssize_t n_cols = cnp.PyArray_DIM(a, ndim - 1)
     cdef Py_ssize_t n_rows = size // n_cols
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(ndim - 1 if op == 2 else ndim,
-                                             cnp.PyArray_DIMS(a), typenum, 0)
+    cdef cnp.ndarray out = None
+    cdef double one_result[1]    # a 1-d logsumexp: the scalar is built without an array
     cdef void* data = cnp.PyArray_DATA(a)
-    cdef void* result = cnp.PyArray_DATA(out)
+    cdef void* result = <void*>one_result
+    if not (op == 2 and ndim == 1):
+        out = cnp.PyArray_EMPTY(ndim - 1 if op == 2 else ndim, cnp.PyArray_DIMS(a), typenum, 0)
+        result = cnp.PyArray_DATA(out)
     cdef double* scratch = NULL
     if op >= 3:
         scratch = <double*>PyMem_Malloc(n_cols * sizeof(double))
         if scratch == NULL:
             raise MemoryError()
-    with nogil:
-        if typenum == cnp.NPY_FLOAT32:
-            if op <= 1:
-                _softmax_rows[float](<float*>data, n_cols, <float*>result, n_cols, NULL,
-                                     n_rows, n_cols, op == 1, 1)
-            elif op == 2:
-                _logsumexp_rows[float](<float*>data, n_cols, <float*>result, 1, NULL, NULL,
-                                       n_rows, n_cols, 1)
-            else:
-                _sigsoftmax_rows[float](<float*>data, n_cols, <float*>result, n_cols, NULL,
-                                        scratch, n_rows, n_cols, op == 4, 1)
-        else:
-            if op <= 1:
-                _softmax_rows[double](<double*>data, n_cols, <double*>result, n_cols, NULL,
-                                      n_rows, n_cols, op == 1, 1)
-            elif op == 2:
-                _logsumexp_rows[double](<double*>data, n_cols, <double*>result, 1, NULL, NULL,
-                                        n_rows, n_cols, 1)
-            else:
-                _sigsoftmax_rows[double](<double*>data, n_cols, <double*>result, n_cols, NULL,
-                                         scratch, n_rows, n_cols, op == 4, 1)
+    if size >= SMALL_CALL_NOGIL:
+        with nogil:
+            _small_kernel(typenum, op, data, result, scratch, n_rows, n_cols)
+    else:
+        # releasing and retaking the GIL would cost more than a few microseconds' work
+        _small_kernel(typenum, op, data, result, scratch, n_rows, n_cols)
     PyMem_Free(scratch)
-    if op == 2 and ndim == 1:
-        return out[()]      # a NumPy scalar, as the full path returns for a 0-d result
+    if out is None:
+        # a NumPy scalar of the input's dtype, as the full path returns for a 0-d result
+        return PyArray_Scalar(result, cnp.PyArray_DescrFromType(typenum), None)
     return out
 
 

@@ -289,31 +289,42 @@ static inline FS_v4d FS_exp_v4_any(FS_v4d x)
 }
 
 /* FS_log1p_unit on 4 lanes: log(1 + t) for 0 <= t <= 1 */
-static inline FS_v4d FS_log1p_unit_v4(FS_v4d t)
+/* t[i] = log1p(t[i]) for t in [0, 1], i < count, side by side (as FS_expf_lanes) */
+static inline __attribute__((always_inline)) void FS_log1p_unit_lanes(FS_v4d *t, const int count)
 {
     const FS_v4d one = FS_splat4d(1.0);
-    FS_v4d u = one + t;
-    FS_v4d rounding = (t - (u - one)) / u;
-    FS_v4l upper = u > 1.4142135623730951;
-    FS_v4d m = FS_select4d(upper, 0.5 * u, u);
-    FS_v4d k = FS_select4d(upper, one, FS_splat4d(0.0));
-    FS_v4d f = m - one;
-    FS_v4d s = f / (2.0 + f);
-    FS_v4d z = s * s;
-    FS_v4d q = FS_splat4d(2.0 / 21.0);
-    q = q * z + 2.0 / 19.0;
-    q = q * z + 2.0 / 17.0;
-    q = q * z + 2.0 / 15.0;
-    q = q * z + 2.0 / 13.0;
-    q = q * z + 2.0 / 11.0;
-    q = q * z + 2.0 / 9.0;
-    q = q * z + 2.0 / 7.0;
-    q = q * z + 2.0 / 5.0;
-    q = q * z + 2.0 / 3.0;
-    FS_v4d R = z * q;
-    FS_v4d half_f2 = 0.5 * f * f;
-    FS_v4d log_m = f - (half_f2 - s * (half_f2 + R));
-    return k * 6.93147180369123816490e-01 + (log_m + (k * 1.90821492927058770002e-10 + rounding));
+    FS_v4d u[FS_LANES_MAX], rounding[FS_LANES_MAX], k[FS_LANES_MAX], f[FS_LANES_MAX];
+    FS_v4d s[FS_LANES_MAX], z[FS_LANES_MAX], q[FS_LANES_MAX], half_f2[FS_LANES_MAX];
+    FS_EACH(i, count) u[i] = one + t[i];
+    FS_EACH(i, count) rounding[i] = (t[i] - (u[i] - one)) / u[i];
+    FS_EACH(i, count) {
+        FS_v4l upper = u[i] > 1.4142135623730951;
+        f[i] = FS_select4d(upper, 0.5 * u[i], u[i]) - one;
+        k[i] = FS_select4d(upper, one, FS_splat4d(0.0));
+    }
+    FS_EACH(i, count) s[i] = f[i] / (2.0 + f[i]);
+    FS_EACH(i, count) z[i] = s[i] * s[i];
+    FS_EACH(i, count) q[i] = FS_splat4d(2.0 / 21.0) * z[i] + 2.0 / 19.0;
+    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0 / 17.0;
+    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0 / 15.0;
+    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0 / 13.0;
+    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0 / 11.0;
+    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0 / 9.0;
+    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0 / 7.0;
+    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0 / 5.0;
+    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0 / 3.0;
+    FS_EACH(i, count) half_f2[i] = 0.5 * f[i] * f[i];
+    FS_EACH(i, count) {
+        FS_v4d log_m = f[i] - (half_f2[i] - s[i] * (half_f2[i] + z[i] * q[i]));
+        t[i] = k[i] * 6.93147180369123816490e-01
+               + (log_m + (k[i] * 1.90821492927058770002e-10 + rounding[i]));
+    }
+}
+
+static inline FS_v4d FS_log1p_unit_v4(FS_v4d t)
+{
+    FS_log1p_unit_lanes(&t, 1);
+    return t;
 }
 
 /* log(1 + t) on 4 lanes for any t >= 0 (inf -> inf, NaN -> NaN): 1 + t = 2^k m with m in
@@ -707,6 +718,27 @@ static inline void FS_log_normalize_f64(const double *x, double *y, ptrdiff_t n,
  * ------------------------------------------------------------------------------------- */
 
 #if FS_HAVE_VECTOR_EXTENSIONS
+/* FS_sigsoftmax_gap_v4 on count vectors side by side; the exponential takes its short
+   path when every lane of the block allows it (same bits either way) */
+static inline __attribute__((always_inline)) void
+FS_sigsoftmax_gap_lanes(FS_v4d *z, const int count, FS_v4d m, FS_v4d m_neg, FS_v4d m_tail)
+{
+    const FS_v4d zero = FS_splat4d(0.0);
+    FS_v4d t[FS_LANES_MAX];
+    FS_v4l normal = zero == zero;
+    FS_EACH(i, count) {
+        t[i] = FS_select4d(z[i] >= zero, -z[i], z[i]);
+        normal &= t[i] >= -708.0;
+    }
+    if (__builtin_expect(FS_all4(normal), 1))
+        FS_exp_lanes(t, count, 1);
+    else
+        FS_exp_lanes(t, count, 0);
+    FS_log1p_unit_lanes(t, count);
+    FS_EACH(i, count)
+        z[i] = ((z[i] - m) + (FS_select4d(z[i] < zero, z[i], zero) - m_neg)) - (t[i] - m_tail);
+}
+
 static inline FS_v4d FS_sigsoftmax_gap_v4(FS_v4d z, FS_v4d m, FS_v4d m_neg, FS_v4d m_tail)
 {
     const FS_v4d zero = FS_splat4d(0.0);
@@ -723,7 +755,14 @@ static inline FS_v4d FS_sigsoftmax_gap_v4(FS_v4d z, FS_v4d m, FS_v4d m_neg, FS_v
         /* the max's tail by the same vector code as the others': its gap is exactly 0 */ \
         const FS_v4d mtv = FS_log1p_unit_v4(FS_exp_v4_any(-FS_splat4d(m_ >= 0 ? m_ : -m_)));\
         ptrdiff_t j_ = 0;                                                                  \
-        FS_v4d zv_, g_;                                                                    \
+        FS_v4d zv_, g_, block_[FS_LANES_MAX];                                              \
+        for (; j_ + 16 <= (n); j_ += 16) {                                                 \
+            FS_EACH(b_, 4)                                                                 \
+                for (int i_ = 0; i_ < 4; i_++)                                             \
+                    block_[b_][i_] = (double)(z)[j_ + 4 * b_ + i_];                        \
+            FS_sigsoftmax_gap_lanes(block_, 4, mv, mnv, mtv);                              \
+            memcpy((gap) + j_, block_, sizeof block_);                                     \
+        }                                                                                  \
         for (; j_ + 4 <= (n); j_ += 4) {                                                   \
             for (int i_ = 0; i_ < 4; i_++)                                                 \
                 zv_[i_] = (double)(z)[j_ + i_];                                            \
@@ -858,36 +897,54 @@ static inline double FS_log1p_one(double t)
 
 #if FS_HAVE_VECTOR_EXTENSIONS
 /* log(1 + t) for 0 <= t <= 1 in float, FS_log1p_unit's scheme with a shorter series */
-static inline FS_v8f FS_log1pf_unit_v8(FS_v8f t)
+/* t[k] = log1p(t[k]) for t in [0, 1], k < count, side by side (as FS_expf_lanes) */
+static inline __attribute__((always_inline)) void FS_log1pf_unit_lanes(FS_v8f *t, const int count)
 {
     const FS_v8f one = FS_splat8f(1.0f);
-    FS_v8f u = one + t;
+    FS_v8f u[FS_LANES_MAX], rounding[FS_LANES_MAX], k[FS_LANES_MAX], f[FS_LANES_MAX];
+    FS_v8f s[FS_LANES_MAX], z[FS_LANES_MAX], q[FS_LANES_MAX], half_f2[FS_LANES_MAX];
+    FS_EACH(i, count) u[i] = one + t[i];
     /* the rounding of 1 + t (below 2^-25) divided by u in [1, 2]: a 6% reciprocal
        (1.457 - u/2) is far more than it needs and saves a division */
-    FS_v8f rounding = (t - (u - one)) * (1.457f - 0.5f * u);
-    FS_v8i upper = u > 1.41421356f;
-    FS_v8f m = FS_select8f(upper, 0.5f * u, u);
-    FS_v8f k = (FS_v8f)((FS_v8i)one & upper);
-    FS_v8f f = m - one;
-    FS_v8f s = f / (2.0f + f);
-    FS_v8f z = s * s;
-    FS_v8f q = FS_splat8f(2.0f / 11.0f);          /* |s| <= 0.1716: s^13 < 2^-33 */
-    q = q * z + 2.0f / 9.0f;
-    q = q * z + 2.0f / 7.0f;
-    q = q * z + 2.0f / 5.0f;
-    q = q * z + 2.0f / 3.0f;
-    FS_v8f R = z * q;
-    FS_v8f half_f2 = 0.5f * f * f;
-    FS_v8f log_m = f - (half_f2 - s * (half_f2 + R));
-    return k * 0.693145752f + (log_m + (k * 1.42860677e-6f + rounding));
+    FS_EACH(i, count) rounding[i] = (t[i] - (u[i] - one)) * (1.457f - 0.5f * u[i]);
+    FS_EACH(i, count) {
+        FS_v8i upper = u[i] > 1.41421356f;
+        f[i] = FS_select8f(upper, 0.5f * u[i], u[i]) - one;
+        k[i] = (FS_v8f)((FS_v8i)one & upper);
+    }
+    FS_EACH(i, count) s[i] = f[i] / (2.0f + f[i]);
+    FS_EACH(i, count) z[i] = s[i] * s[i];
+    FS_EACH(i, count) q[i] = FS_splat8f(2.0f / 11.0f) * z[i] + 2.0f / 9.0f;  /* s^13 < 2^-33 */
+    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0f / 7.0f;
+    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0f / 5.0f;
+    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0f / 3.0f;
+    FS_EACH(i, count) half_f2[i] = 0.5f * f[i] * f[i];
+    FS_EACH(i, count) {
+        FS_v8f log_m = f[i] - (half_f2[i] - s[i] * (half_f2[i] + z[i] * q[i]));
+        t[i] = k[i] * 0.693145752f + (log_m + (k[i] * 1.42860677e-6f + rounding[i]));
+    }
 }
 
-/* log1p(exp(-|z|)); short: the caller knows |z| <= 87 (the exponential's short path) */
+static inline FS_v8f FS_log1pf_unit_v8(FS_v8f t)
+{
+    FS_log1pf_unit_lanes(&t, 1);
+    return t;
+}
+
+/* z[k] = log1p(exp(-|z[k]|)), the softplus tail in [0, log 2], k < count; short_exp: every
+   |z| <= 87 */
+static inline __attribute__((always_inline)) void
+FS_softplus_tail_lanes(FS_v8f *z, const int count, const int short_exp)
+{
+    FS_EACH(i, count) z[i] = FS_select8f(z[i] >= FS_splat8f(0.0f), -z[i], z[i]);
+    FS_expf_lanes(z, count, short_exp);
+    FS_log1pf_unit_lanes(z, count);
+}
+
 static inline __attribute__((always_inline)) FS_v8f FS_softplus_tail_v8(FS_v8f z, const int short_exp)
 {
-    const FS_v8f zero = FS_splat8f(0.0f);
-    FS_v8f z_abs = FS_select8f(z >= zero, z, -z);
-    return FS_log1pf_unit_v8(short_exp ? FS_expf_v8_normal(-z_abs) : FS_expf_v8(-z_abs));
+    FS_softplus_tail_lanes(&z, 1, short_exp);
+    return z;
 }
 #endif
 
@@ -898,8 +955,19 @@ FS_sigsoftmax_gap_f32f_impl(const float *z, float *gap, ptrdiff_t n, float z_max
     const FS_v8f zero = FS_splat8f(0.0f), mv = FS_splat8f(z_max);
     const FS_v8f m_neg = FS_select8f(mv < zero, mv, zero);
     const FS_v8f m_tail = FS_softplus_tail_v8(mv, 0);
-    FS_v8f a, g;
+    FS_v8f a, g, in[FS_LANES_MAX], tail[FS_LANES_MAX];
     ptrdiff_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        FS_EACH(k, 4) {
+            memcpy(&in[k], z + j + 8 * k, sizeof in[k]);
+            tail[k] = in[k];
+        }
+        FS_softplus_tail_lanes(tail, 4, short_exp);
+        FS_EACH(k, 4) {
+            g = ((in[k] - mv) + (FS_select8f(in[k] < zero, in[k], zero) - m_neg)) - (tail[k] - m_tail);
+            memcpy(gap + j + 8 * k, &g, sizeof g);
+        }
+    }
     for (; j + 8 <= n; j += 8) {
         memcpy(&a, z + j, sizeof a);
         g = ((a - mv) + (FS_select8f(a < zero, a, zero) - m_neg))
@@ -1081,7 +1149,14 @@ static inline void FS_two_minus_sigmoid_f64(const double *z, double *c, ptrdiff_
 static inline void FS_softplus_tail_f32(const float *z, float *t, ptrdiff_t n)
 {
 #if FS_HAVE_VECTOR_EXTENSIONS
-    for (ptrdiff_t j = 0; j < n; j += 8) {
+    ptrdiff_t j = 0;
+    FS_v8f block[FS_LANES_MAX];
+    for (; j + 32 <= n; j += 32) {
+        memcpy(block, z + j, sizeof block);
+        FS_softplus_tail_lanes(block, 4, 0);
+        memcpy(t + j, block, sizeof block);
+    }
+    for (; j < n; j += 8) {
         ptrdiff_t k = n - j < 8 ? n - j : 8;
         FS_v8f a = FS_load8f_tail(z + j, k, 0.0f);
         FS_store8f_tail(t + j, FS_softplus_tail_v8(a, 0), k);
@@ -1096,7 +1171,18 @@ static inline void FS_softplus_tail_f64(const double *z, double *t, ptrdiff_t n)
 {
 #if FS_HAVE_VECTOR_EXTENSIONS
     const FS_v4d zero = FS_splat4d(0.0);
-    for (ptrdiff_t j = 0; j < n; j += 4) {
+    ptrdiff_t j = 0;
+    FS_v4d block[FS_LANES_MAX];
+    for (; j + 16 <= n; j += 16) {
+        FS_EACH(i, 4) {
+            memcpy(&block[i], z + j + 4 * i, sizeof block[i]);
+            block[i] = FS_select4d(block[i] >= zero, -block[i], block[i]);
+        }
+        FS_exp_lanes(block, 4, 0);
+        FS_log1p_unit_lanes(block, 4);
+        memcpy(t + j, block, sizeof block);
+    }
+    for (; j < n; j += 4) {
         ptrdiff_t k = n - j < 4 ? n - j : 4;
         FS_v4d a = FS_load4d_tail(z + j, k, 0.0);
         FS_v4d z_abs = FS_select4d(a >= zero, a, -a);
