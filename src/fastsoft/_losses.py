@@ -22,7 +22,8 @@ def _index_targets(target, batch_shape, n_classes, ignore_index, weight, name):
     if target.dtype == np.uint64 and target.size and target.max() > np.iinfo(np.int64).max:
         bad = int(np.argmax(target > np.iinfo(np.int64).max))
     else:
-        target = np.require(target, np.int64, ["C", "A"])
+        if not (target.dtype == np.int64 and target.flags.c_contiguous and target.flags.aligned):
+            target = np.require(target, np.int64, ["C", "A"])
         bad, denominator = _kernels.core.index_target_check(
             target, n_classes, ignore_index, weight)
     if bad >= 0:
@@ -63,10 +64,12 @@ def _grad_scales(grad_output, reduction, loss_shape, denominator, name):
             raise ValueError(f"{name}: grad_output of shape {g.shape} does not match the "
                              f"loss's shape {loss_shape}") from None
         return np.require(g, np.float64, ["C", "A"]).reshape(-1), 0.0
-    g = 1.0 if grad_output is None else np.asarray(grad_output, np.float64)
-    if np.ndim(g) != 0:
-        raise ValueError(f"{name}: grad_output must be a scalar for reduction={reduction!r}")
-    g = float(g)
+    g = 1.0
+    if grad_output is not None:
+        g = np.asarray(grad_output, np.float64)
+        if g.ndim != 0:
+            raise ValueError(f"{name}: grad_output must be a scalar for reduction={reduction!r}")
+        g = float(g)
     if reduction == "sum":
         return None, g
     # mean: when every row is ignored the denominator is 0; those rows' gradients are 0
@@ -239,7 +242,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     if reduction == "none":
         loss = losses.reshape(batch_shape).astype(result_dtype)
     else:
-        total = losses.sum()
+        # one row: its loss as it is (what the sum of one term gives), without a reduction
+        total = losses[0] if n_rows == 1 else losses.sum()
         if reduction == "mean":
             total = total / denominator if denominator != 0 else np.nan
         loss = result_dtype.type(total)
