@@ -36,17 +36,26 @@ def test_short_row_tiles_match_reference(name, n_cols, dtype):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("name", FORWARD)
-def test_short_row_tiles_equal_the_row_loops(name, dtype):
-    # a mask of all True sends the same rows through the per-row loops: same bits
-    x = _rows(700, 10, dtype, seed=3)
+@pytest.mark.parametrize("n_cols", (1, 2, 3, 5, 8, 10, 15, 16, 17, 24, 31, 32))
+def test_short_row_tiles_equal_the_row_loops(name, dtype, n_cols):
+    # a mask of all True sends the same rows through the per-row loops: same bits.  Every
+    # row length replays a different order of the row loop's sum (fs_short.h); 701 rows
+    # leave a partial group of rows at the end
+    x = _rows(701, n_cols, dtype, seed=3 + n_cols)
+    last = n_cols - 1
     x[5] = -np.inf
-    x[6, 3] = np.inf
-    x[7, 2] = np.nan
-    x[8, :4] = -1e4                      # a spread beyond the exponential's short path
+    x[6, last // 2] = np.inf
+    x[7, last] = np.nan
+    x[8, :(n_cols + 1) // 2] = -1e4      # a spread beyond the exponential's short path
     x[9, :] = x[9, 0]                    # ties at the max
-    x[10, :5] = 100.0                    # sigsoftmax's tails beyond the short exponential
+    x[10, :(n_cols + 1) // 2] = 100.0    # sigsoftmax's tails beyond the short exponential
     x[11, :] = np.nan
-    x[12, 1] = -300.0
+    x[12, last] = -300.0
+    x[13, :] = np.linspace(-110.0, 0.0, n_cols)   # float results down to subnormals
+    x[14, :] = -0.0
+    x[15, last] = 0.0
+    x[16, :] = np.float64(np.finfo(dtype).max)    # +max in every entry: ties, no overflow
+    x[700, 0] = 5.0                               # the partial group's last row
     func = getattr(fs, name)
     with np.errstate(invalid="ignore"):
         tiled = func(x, axis=-1)
@@ -274,3 +283,29 @@ def test_short_rows_with_inf_and_nan(name, dtype, positions):
         got = getattr(fs, name)(x, axis=-1)
     assert_matches_reference(name, got, x)
     assert np.all(np.isnan(got[1]))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ("softmax", "log_softmax"))
+@pytest.mark.parametrize("n_cols", (3, 10, 17))
+def test_short_rows_write_only_their_rows(name, dtype, n_cols):
+    # fs_short.h stores a row's last partial vector whole when the values it overruns
+    # belong to later rows of the same call: never past the output, never over input rows
+    # of an in-place call not yet read, never into another thread's rows
+    func = getattr(fs, name)
+    x = _rows(3001, n_cols, dtype, seed=n_cols)
+    expected = func(x, axis=-1, where=np.ones(x.shape, dtype=bool))     # the row loops
+    buffer = np.full((x.shape[0] + 1, n_cols), 7.0, dtype=dtype)
+    out = buffer[:-1]
+    for threads in (1, 2):
+        buffer[:] = 7.0
+        assert func(x, axis=-1, out=out, num_threads=threads) is out
+        np.testing.assert_array_equal(out, expected)
+        assert np.all(buffer[-1] == 7.0)                  # the value after the output
+        work = x.copy()
+        func(work, axis=-1, out=work, num_threads=threads)
+        np.testing.assert_array_equal(work, expected)
+    strided = np.full((x.shape[0], n_cols + 3), 7.0, dtype=dtype)     # gaps between rows
+    func(x, axis=-1, out=strided[:, :n_cols])
+    np.testing.assert_array_equal(strided[:, :n_cols], expected)
+    assert np.all(strided[:, n_cols:] == 7.0)

@@ -38,6 +38,7 @@ from fastsoft._kernels._shims cimport (
     FS_softplus_tail_f32, FS_softplus_tail_f64, FS_store_fence,
     FS_log_normalize_stream_f32, FS_log_normalize_stream_f64, FS_prefetch, FS_prefetch_write, FS_log1p_array, FS_log1p_one,
     FS_sum_as_exp_f32, FS_sum_as_exp_f64, FS_exp_store_sum_off_max_f32, FS_exp_store_sum_off_max_f64,
+    FS_short_rows_f32, FS_short_rows_f64,
     FS_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_num, FS_cpu_has_avx2_fma,
 )
 
@@ -167,86 +168,16 @@ cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* ma
 # ---------------------------------------------------------------------------------------
 
 cdef enum:
-    SHORT_ROW = 32     # rows this short go through _tile_short_rows, several per vector
+    SHORT_ROW = 32     # = FS_SHORT_MAX: rows this short take fs_short.h (one per lane)
+    SHORT_GROUP = 256  # rows per scheduled block of fs_short.h's groups (8 float / 4 double rows)
     STREAM_MIN_BYTES = 32 << 20   # log_softmax results this large use streaming stores
     TILE = 1024        # values per tile of short rows (two float/double stack buffers)
-
-
-cdef inline void _tile_short_rows(const real* x, Py_ssize_t x_step, real* out,
-                                  Py_ssize_t out_step, Py_ssize_t n_rows, Py_ssize_t n,
-                                  int op) noexcept nogil:
-    """softmax (op 0), log_softmax (1) or logsumexp (2, out[i * out_step]) of a tile of
-    n_rows rows of n <= SHORT_ROW values, with n_rows * n <= TILE.
-
-    A vector holds values of several rows: the shifted values x - max(row) of the whole
-    tile are laid out contiguously and exponentiated in one vector pass, so rows of 10
-    values pay no per-row vector tail.  Per row the arithmetic is the same as
-    _row_softmax's: the max, exp(x - max), a double sum (max terms out, for the logs),
-    the double reciprocal (or log1p normaliser) applied once.
-    """
-    cdef real shifted[TILE]
-    cdef real e[TILE]
-    cdef double norm[TILE]        # per row: the max, then the sum, then the log normaliser
-    cdef double maxima[TILE]
-    cdef bint has_nan
-    cdef real row_max, low = INFINITY, d, v
-    cdef Py_ssize_t i, j, k, ties
-    cdef double total, log_norm, inverse
-    cdef float hi, lo
-    for i in range(n_rows):
-        # a scalar max: vector lanes would only add a fold for rows this short
-        row_max = -INFINITY
-        for j in range(n):
-            v = x[i * x_step + j]
-            row_max = v if v > row_max else row_max
-        maxima[i] = <double>row_max
-        for j in range(n):
-            d = x[i * x_step + j] - row_max
-            shifted[i * n + j] = d
-            low = d if d < low else low
-    # every shifted value in [-87, 0] (or NaN): the exponential's short path
-    _exp_shifted_chunk(shifted, e, n_rows * n, 0, _short_exp(low, <real>0))
-    if op == 0:
-        for i in range(n_rows):
-            total = _sum_as_exp(e + i * n, n)
-            for j in range(n):
-                out[i * out_step + j] = e[i * n + j]
-            _row_scale(out + i * out_step, n, total)
-        return
-    # the logs: log1p((ties - 1) + sum off the max) per row, as _log_normalizer.  The max
-    # terms (shifted == 0 exactly when x == max, by Sterbenz; never a NaN) are taken out
-    # of the sums by one branch-free pass over the tile, and the log1p of every row is one
-    # vector pass.
-    for k in range(n_rows * n):
-        e[k] = 0 if shifted[k] == 0 else e[k]
-    for i in range(n_rows):
-        total = _sum_as_exp(e + i * n, n)
-        ties = 0
-        for j in range(n):
-            ties += shifted[i * n + j] == 0
-        norm[i] = total + <double>(ties - 1)
-    FS_log1p_array(norm, norm, n_rows)
-    for i in range(n_rows):
-        log_norm = NAN if maxima[i] == INFINITY else norm[i]
-        if op == 1:
-            _row_log_normalize(x + i * x_step, out + i * out_step, n, <real>maxima[i], log_norm)
-        else:
-            if maxima[i] == INFINITY or maxima[i] == -INFINITY:
-                # +inf: the sum is infinite (its shifted values inf - inf are NaN);
-                # -inf: every value is -inf or NaN.  The max itself, unless the row also
-                # holds a NaN.  (A flag, not `log_norm = NAN` in the loop: GCC 12 at -O3
-                # vectorizes that conditional store of a NaN wrongly and loses it.)
-                has_nan = False
-                for j in range(n):
-                    has_nan = has_nan | (x[i * x_step + j] != x[i * x_step + j])
-                log_norm = NAN if has_nan else 0.0
-            out[i * out_step] = <real>(maxima[i] + log_norm)
 
 
 cdef inline void _tile_short_sigsoftmax(const real* z, Py_ssize_t z_step, real* out,
                                         Py_ssize_t out_step, Py_ssize_t n_rows, Py_ssize_t n,
                                         bint log_output) noexcept nogil:
-    """sigsoftmax (or its log) of a tile of short rows, as _tile_short_rows does softmax.
+    """sigsoftmax (or its log) of a tile of short rows, several rows per vector.
 
     The softplus tails T(z) = log1p(exp(-|z|)) of the whole tile are one vector pass; the
     gap of a row is then ((z - m) + (min(z, 0) - min(m, 0))) - (T(z) - T(m)), with T(m)
@@ -318,19 +249,24 @@ cdef inline void _tile_short_sigsoftmax(const real* z, Py_ssize_t z_step, real* 
 
 cdef void _short_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
                       Py_ssize_t n_rows, Py_ssize_t n_cols, int op, int n_threads) noexcept nogil:
-    cdef Py_ssize_t rows_per_tile = TILE // n_cols
+    """Rows of n_cols <= SHORT_ROW values: softmax, log_softmax, logsumexp (op 0-2) one row
+    per vector lane (fs_short.h), sigsoftmax and its log (3, 4) in tiles."""
+    cdef Py_ssize_t rows_per_tile = SHORT_GROUP if op <= 2 else TILE // n_cols
     cdef Py_ssize_t n_tiles = (n_rows + rows_per_tile - 1) // rows_per_tile
-    cdef Py_ssize_t t, first
+    cdef Py_ssize_t t, first, rows
     for t in prange(n_tiles, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         first = t * rows_per_tile
+        rows = min(rows_per_tile, n_rows - first)
         if op >= 3:
             _tile_short_sigsoftmax(x + first * x_step, x_step, out + first * out_step,
-                                   out_step, min(rows_per_tile, n_rows - first), n_cols,
-                                   op == 4)
+                                   out_step, rows, n_cols, op == 4)
+        elif real is float:
+            FS_short_rows_f32(x + first * x_step, x_step, out + first * out_step, out_step,
+                              rows, n_cols, op)
         else:
-            _tile_short_rows(x + first * x_step, x_step, out + first * out_step, out_step,
-                             min(rows_per_tile, n_rows - first), n_cols, op)
+            FS_short_rows_f64(x + first * x_step, x_step, out + first * out_step, out_step,
+                              rows, n_cols, op)
 
 
 cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,

@@ -48,6 +48,12 @@ cdef extern from "fs_simd.h" nogil:
     void FS_sigsoftmax_gap_f32(const float* z, double* gap, Py_ssize_t n, float z_max) noexcept
     void FS_sigsoftmax_gap_f64(const double* z, double* gap, Py_ssize_t n, double z_max) noexcept
 
+cdef extern from "fs_short.h" nogil:
+    void FS_short_rows_f32(const float* x, Py_ssize_t x_step, float* y, Py_ssize_t y_step,
+                           Py_ssize_t n_rows, Py_ssize_t n, int op) noexcept
+    void FS_short_rows_f64(const double* x, Py_ssize_t x_step, double* y, Py_ssize_t y_step,
+                           Py_ssize_t n_rows, Py_ssize_t n, int op) noexcept
+
 cdef extern from *:
     """
     #ifdef _OPENMP

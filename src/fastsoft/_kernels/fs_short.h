@@ -1,0 +1,348 @@
+/*
+ * fs_short.h -- softmax, log_softmax and logsumexp of short rows, one row per vector lane.
+ *
+ * Design:
+ * 1. Rows of at most FS_SHORT_MAX (32) values (1000000x10 and the like) are too short for
+ *    the row loops of fs_simd.h: a 10-value row is one vector and a masked tail, and its
+ *    max, sum and normaliser are each a horizontal fold.  Here a group of 8 float rows
+ *    (4 double rows) is transposed through a small buffer so that vector c[j] holds value
+ *    j of every row of the group, one row per lane; the max, the exponentials, the sum and
+ *    the normalisation are then plain lane-wise vector operations, and the results are
+ *    transposed back.
+ * 2. Bit for bit the row loops' results.  Every lane performs the row loop's arithmetic in
+ *    the row loop's order: the max ignores NaN the same way (vmax keeps the old max), the
+ *    exponential is the same FS_expf_lanes / FS_exp_lanes, the values equal to the max are
+ *    left out of the logs' sums and counted the same way, and the sum replays the exact
+ *    association FS_exp_store_sum_*_impl uses for a row of n values (its pairs of float
+ *    vectors widened into 8 double lanes, or its 8 Kahan lanes, then the same fold).
+ *    tests/test_kernel_paths.py compares the two paths bitwise.
+ * 3. A group's missing rows (the last group of a call) are zeros, computed and discarded;
+ *    columns past n are never read back.  Rows are moved with vector loads and stores;
+ *    a row's last partial vector is loaded masked (nothing past the row is read) and
+ *    stored whole only over values of later rows of the same call, which are written
+ *    afterwards (packed output), else masked: nothing outside the call's rows is touched.
+ * 4. Without vector extensions the functions run the row loops row by row.
+ */
+#ifndef FS_SHORT_H
+#define FS_SHORT_H
+
+#include "fs_simd.h"
+
+#define FS_SHORT_MAX 32
+
+#if FS_HAVE_VECTOR_EXTENSIONS
+
+/* the double halves of 8 floats -> 8 floats (each rounded once) */
+static inline FS_v8f FS_narrow8f(FS_v4d low, FS_v4d high)
+{
+    FS_v4f a = __builtin_convertvector(low, FS_v4f), b = __builtin_convertvector(high, FS_v4f);
+    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7);
+}
+
+/* Rows r < n_rows of x (n values each) as columns: c[j][r] = x[r * x_step + j] for j < n
+   rounded up to a multiple of 8, zeros elsewhere.  Loads never reach past a row's end
+   (masked loads for the last block), so any row step is safe. */
+static inline void FS_columns_f32(const float *x, ptrdiff_t x_step, ptrdiff_t n_rows, ptrdiff_t n,
+                                  FS_v8f *c)
+{
+    FS_v8f block[8];
+    for (ptrdiff_t j = 0; j < n; j += 8) {
+        for (ptrdiff_t r = 0; r < 8; r++) {
+            if (r >= n_rows)
+                block[r] = FS_splat8f(0.0f);
+            else if (j + 8 <= n)
+                memcpy(&block[r], x + r * x_step + j, sizeof block[r]);
+            else
+                block[r] = FS_load8f_tail(x + r * x_step + j, n - j, 0.0f);
+        }
+        FS_transpose8x8_f32((const float *)block, 8, (float *)(c + j), 8);
+    }
+}
+
+/* The inverse: row r < n_rows of y receives c[0..n)[r].  A row's last partial vector is
+   stored whole when what it writes past the row lies in rows this call writes later
+   (packed rows, y_step == n, and `room` values writable after the group's last row);
+   otherwise with a masked store, which is much slower on some CPUs (AMD Zen). */
+static inline void FS_store_columns_f32(const FS_v8f *c, ptrdiff_t n_rows, ptrdiff_t n, float *y,
+                                        ptrdiff_t y_step, ptrdiff_t room)
+{
+    FS_v8f block[FS_SHORT_MAX / 8][8];
+    const int packed = y_step == n;
+    for (ptrdiff_t j = 0; j < n; j += 8)
+        FS_transpose8x8_f32((const float *)(c + j), 8, (float *)block[j / 8], 8);
+    for (ptrdiff_t r = 0; r < n_rows; r++)          /* in row order: see above */
+        for (ptrdiff_t j = 0; j < n; j += 8) {
+            if (j + 8 <= n || (packed && r * n + j + 8 <= n_rows * n + room))
+                memcpy(y + r * y_step + j, &block[j / 8][r], sizeof(FS_v8f));
+            else
+                FS_store8f_tail(y + r * y_step + j, block[j / 8][r], n - j);
+        }
+}
+
+static inline void FS_columns_f64(const double *x, ptrdiff_t x_step, ptrdiff_t n_rows, ptrdiff_t n,
+                                  FS_v4d *c)
+{
+    FS_v4d block[4];
+    for (ptrdiff_t j = 0; j < n; j += 4) {
+        for (ptrdiff_t r = 0; r < 4; r++) {
+            if (r >= n_rows)
+                block[r] = FS_splat4d(0.0);
+            else if (j + 4 <= n)
+                memcpy(&block[r], x + r * x_step + j, sizeof block[r]);
+            else
+                block[r] = FS_load4d_tail(x + r * x_step + j, n - j, 0.0);
+        }
+        FS_transpose4x4_f64((const double *)block, 4, (double *)(c + j), 4);
+    }
+}
+
+static inline void FS_store_columns_f64(const FS_v4d *c, ptrdiff_t n_rows, ptrdiff_t n, double *y,
+                                        ptrdiff_t y_step, ptrdiff_t room)
+{
+    FS_v4d block[FS_SHORT_MAX / 4][4];
+    const int packed = y_step == n;
+    for (ptrdiff_t j = 0; j < n; j += 4)
+        FS_transpose4x4_f64((const double *)(c + j), 4, (double *)block[j / 4], 4);
+    for (ptrdiff_t r = 0; r < n_rows; r++)
+        for (ptrdiff_t j = 0; j < n; j += 4) {
+            if (j + 4 <= n || (packed && r * n + j + 4 <= n_rows * n + room))
+                memcpy(y + r * y_step + j, &block[j / 4][r], sizeof(FS_v4d));
+            else
+                FS_store4d_tail(y + r * y_step + j, block[j / 4][r], n - j);
+        }
+}
+
+/* Whether the memory spanned by n_rows rows of x and of y (n values each) overlaps */
+static inline int FS_short_overlap(const void *x, ptrdiff_t x_step, const void *y, ptrdiff_t y_step,
+                                   ptrdiff_t n_rows, ptrdiff_t n, size_t itemsize)
+{
+    const char *xa = (const char *)x, *ya = (const char *)y;
+    ptrdiff_t x_span = ((n_rows - 1) * x_step + n) * (ptrdiff_t)itemsize;
+    ptrdiff_t y_span = ((n_rows - 1) * y_step + n) * (ptrdiff_t)itemsize;
+    const char *x_low = x_step >= 0 ? xa : xa + (n_rows - 1) * x_step * (ptrdiff_t)itemsize;
+    const char *y_low = y_step >= 0 ? ya : ya + (n_rows - 1) * y_step * (ptrdiff_t)itemsize;
+    if (x_step < 0)
+        x_span = ((1 - n_rows) * x_step + n) * (ptrdiff_t)itemsize;
+    if (y_step < 0)
+        y_span = ((1 - n_rows) * y_step + n) * (ptrdiff_t)itemsize;
+    return x_low < y_low + y_span && y_low < x_low + x_span;
+}
+
+/* Whether any lane of a comparison mask is set */
+static inline int FS_any8(FS_v8i m)
+{
+    FS_v4l folded = (FS_v4l)m;
+    return ((folded[0] | folded[1]) | (folded[2] | folded[3])) != 0;
+}
+
+static inline int FS_any4(FS_v4l m) { return ((m[0] | m[1]) | (m[2] | m[3])) != 0; }
+
+/* op 0 softmax, 1 log_softmax (rows into y), 2 logsumexp (row r's value at y[r * y_step])
+   of n_rows rows of n <= FS_SHORT_MAX floats; no masks. */
+static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y, ptrdiff_t y_step,
+                                     ptrdiff_t n_rows, ptrdiff_t n, int op)
+{
+    const ptrdiff_t width = (n + 7) & ~(ptrdiff_t)7;
+    /* y overlapping x (in place): a store past a group's rows would clobber input rows
+       not loaded yet */
+    const int in_place = FS_short_overlap(x, x_step, y, y_step, n_rows, n, sizeof(float));
+    for (ptrdiff_t first = 0; first < n_rows; first += 8) {
+        const ptrdiff_t rows = n_rows - first < 8 ? n_rows - first : 8;
+        const ptrdiff_t room = in_place ? 0 : (n_rows - first - rows) * n;
+        FS_v8f c[FS_SHORT_MAX], e[FS_SHORT_MAX];
+        FS_v8i far = {0, 0, 0, 0, 0, 0, 0, 0}, ties = far;
+        FS_v4d acc_low[8], acc_high[8], low, high;
+        FS_v8f m = FS_splat8f(-INFINITY);
+        ptrdiff_t j;
+        FS_columns_f32(x + first * x_step, x_step, rows, n, c);
+        for (j = 0; j < n; j++)
+            m = FS_vmax8f(c[j], m);                       /* NaN never becomes the max */
+        for (j = 0; j < width; j++) {
+            e[j] = c[j] - m;
+            if (j < n)
+                far |= e[j] < -87.0f;                     /* outside the short path */
+        }
+        if (FS_any8(far))
+            for (j = 0; j < width; j += 4)
+                FS_expf_lanes(e + j, 4, 0);
+        else
+            for (j = 0; j < width; j += 4)
+                FS_expf_lanes(e + j, 4, 1);
+        if (op != 0)
+            for (j = 0; j < n; j++) {                     /* the logs' sums leave the max out */
+                FS_v8i at_max = c[j] == m;
+                ties -= at_max;
+                e[j] = (FS_v8f)((FS_v8i)e[j] & ~at_max);
+            }
+        /* FS_exp_store_sum_f32_impl's sum: lane k of its two double accumulators is
+           acc_*[k] here (k < 4: acc0, else acc1), for rows 0-3 (low) and 4-7 (high) */
+        for (int k = 0; k < 8; k++)
+            acc_low[k] = acc_high[k] = FS_splat4d(0.0);
+        for (j = 0; j + 16 <= n; j += 16)
+            for (int k = 0; k < 8; k++) {
+                FS_widen8f(e[j + k] + e[j + 8 + k], &low, &high);
+                acc_low[k] += low;
+                acc_high[k] += high;
+            }
+        for (; j < n; j += 8)
+            for (int k = 0; k < 8 && j + k < n; k++) {    /* the masked lanes add +0 */
+                FS_widen8f(e[j + k], &low, &high);
+                acc_low[k] += low;
+                acc_high[k] += high;
+            }
+        FS_v4d total_low = ((acc_low[0] + acc_low[4]) + (acc_low[2] + acc_low[6]))
+                           + ((acc_low[1] + acc_low[5]) + (acc_low[3] + acc_low[7]));
+        FS_v4d total_high = ((acc_high[0] + acc_high[4]) + (acc_high[2] + acc_high[6]))
+                            + ((acc_high[1] + acc_high[5]) + (acc_high[3] + acc_high[7]));
+        if (op == 0) {
+            /* FS_scale_f32: the double reciprocal as two floats, applied with one rounding */
+            FS_v4d inverse_low = 1.0 / total_low, inverse_high = 1.0 / total_high;
+            FS_v8f h = FS_narrow8f(inverse_low, inverse_high);
+            FS_widen8f(h, &low, &high);
+            FS_v8f l = FS_narrow8f(inverse_low - low, inverse_high - high);
+            for (j = 0; j < n; j++)
+                e[j] = e[j] * h + e[j] * l;
+            FS_store_columns_f32(e, rows, n, y + first * y_step, y_step, room);
+            continue;
+        }
+        /* log1p((ties - 1) + sum off the max), as _log_normalizer */
+        FS_v8f tie_terms = __builtin_convertvector(ties - 1, FS_v8f);   /* small integers: exact */
+        FS_widen8f(tie_terms, &low, &high);
+        FS_v4d norm_low = FS_log1p_v4(total_low + low), norm_high = FS_log1p_v4(total_high + high);
+        FS_v4d max_low, max_high;
+        FS_widen8f(m, &max_low, &max_high);
+        if (op == 1) {
+            /* +inf in a row: the row is NaN (_row_softmax) */
+            norm_low = FS_select4d(max_low == INFINITY, FS_splat4d(NAN), norm_low);
+            norm_high = FS_select4d(max_high == INFINITY, FS_splat4d(NAN), norm_high);
+            FS_v8f l = FS_narrow8f(norm_low, norm_high);
+            for (j = 0; j < n; j++)
+                c[j] = (c[j] - m) - l;
+            FS_store_columns_f32(c, rows, n, y + first * y_step, y_step, room);
+        } else {
+            FS_v8f lse = FS_narrow8f(max_low + norm_low, max_high + norm_high);
+            for (ptrdiff_t r = 0; r < rows; r++)
+                y[(first + r) * y_step] = lse[r];
+        }
+    }
+}
+
+/* FS_fold_kahan4d's Neumaier fold of 8 Kahan lanes, for 4 rows at once (lane = row) */
+static inline FS_v4d FS_short_fold_kahan(const FS_v4d *s0, const FS_v4d *c0, const FS_v4d *s1,
+                                         const FS_v4d *c1)
+{
+    const FS_v4l magnitude = {0x7fffffffffffffffLL, 0x7fffffffffffffffLL,
+                              0x7fffffffffffffffLL, 0x7fffffffffffffffLL};
+    FS_v4d total = FS_splat4d(0.0), compensation = FS_splat4d(0.0);
+    for (int k = 0; k < 8; k++) {
+        FS_v4d lane = k < 4 ? s0[k] : s1[k - 4];
+        FS_v4d lost = k < 4 ? c0[k] : c1[k - 4];
+        FS_v4d t = total + lane;
+        FS_v4l total_larger = (FS_v4d)((FS_v4l)total & magnitude) >= (FS_v4d)((FS_v4l)lane & magnitude);
+        compensation += FS_select4d(total_larger, (total - t) + lane, (lane - t) + total);
+        total = t;
+        compensation -= lost;
+    }
+    return FS_select4d((total - total) == 0.0, total + compensation, total);
+}
+
+/* FS_short_rows_f32 for double rows, 4 per group */
+static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *y, ptrdiff_t y_step,
+                                     ptrdiff_t n_rows, ptrdiff_t n, int op)
+{
+    const ptrdiff_t width = (n + 3) & ~(ptrdiff_t)3;
+    const int in_place = FS_short_overlap(x, x_step, y, y_step, n_rows, n, sizeof(double));
+    const FS_v4d zero = FS_splat4d(0.0);
+    for (ptrdiff_t first = 0; first < n_rows; first += 4) {
+        const ptrdiff_t rows = n_rows - first < 4 ? n_rows - first : 4;
+        const ptrdiff_t room = in_place ? 0 : (n_rows - first - rows) * n;
+        FS_v4d c[FS_SHORT_MAX], e[FS_SHORT_MAX], s0[4], c0[4], s1[4], c1[4];
+        FS_v4l far = {0, 0, 0, 0}, ties = far;
+        FS_v4d m = FS_splat4d(-INFINITY);
+        ptrdiff_t j;
+        FS_columns_f64(x + first * x_step, x_step, rows, n, c);
+        for (j = 0; j < n; j++)
+            m = FS_vmax4d(c[j], m);
+        for (j = 0; j < width; j++) {
+            e[j] = c[j] - m;
+            if (j < n)
+                far |= e[j] < -708.0;
+        }
+        if (FS_any4(far))
+            for (j = 0; j < width; j += 4)
+                FS_exp_lanes(e + j, 4, 0);
+        else
+            for (j = 0; j < width; j += 4)
+                FS_exp_lanes(e + j, 4, 1);
+        if (op != 0)
+            for (j = 0; j < n; j++) {
+                FS_v4l at_max = c[j] == m;
+                ties -= at_max;
+                e[j] = (FS_v4d)((FS_v4l)e[j] & ~at_max);
+            }
+        /* FS_exp_store_sum_f64_impl's Kahan lanes: s0/c0 take the first vector of each
+           pair of 4 values, s1/c1 the second, the tail goes to s0/c0 with zeros past n */
+        for (int k = 0; k < 4; k++)
+            s0[k] = c0[k] = s1[k] = c1[k] = zero;
+        for (j = 0; j + 8 <= n; j += 8)
+            for (int k = 0; k < 4; k++) {
+                FS_kahan4d(&s0[k], &c0[k], e[j + k]);
+                FS_kahan4d(&s1[k], &c1[k], e[j + 4 + k]);
+            }
+        for (; j < n; j += 4)
+            for (int k = 0; k < 4; k++)
+                FS_kahan4d(&s0[k], &c0[k], j + k < n ? e[j + k] : zero);
+        FS_v4d total = FS_short_fold_kahan(s0, c0, s1, c1);
+        if (op == 0) {
+            for (j = 0; j < n; j++)
+                e[j] = e[j] / total;
+            FS_store_columns_f64(e, rows, n, y + first * y_step, y_step, room);
+            continue;
+        }
+        FS_v4d norm = FS_log1p_v4(total + __builtin_convertvector(ties - 1, FS_v4d));
+        if (op == 1) {
+            norm = FS_select4d(m == INFINITY, FS_splat4d(NAN), norm);
+            for (j = 0; j < n; j++)
+                c[j] = (c[j] - m) - norm;
+            FS_store_columns_f64(c, rows, n, y + first * y_step, y_step, room);
+        } else {
+            FS_v4d lse = m + norm;
+            for (ptrdiff_t r = 0; r < rows; r++)
+                y[(first + r) * y_step] = lse[r];
+        }
+    }
+}
+
+#else /* no vector extensions: the row loops, row by row */
+
+#define FS_SHORT_ROWS_SCALAR(T, SUFFIX)                                                     \
+    static inline void FS_short_rows_##SUFFIX(const T *x, ptrdiff_t x_step, T *y,           \
+                                              ptrdiff_t y_step, ptrdiff_t n_rows,           \
+                                              ptrdiff_t n, int op)                          \
+    {                                                                                       \
+        for (ptrdiff_t i = 0; i < n_rows; i++) {                                            \
+            const T *row = x + i * x_step;                                                  \
+            T m = FS_max_##SUFFIX(row, n);                                                  \
+            ptrdiff_t ties;                                                                 \
+            if (op == 0) {                                                                  \
+                double total = FS_exp_store_sum_##SUFFIX(row, y + i * y_step, n, m, 0);     \
+                FS_short_scale_##SUFFIX(y + i * y_step, n, total);                          \
+                continue;                                                                   \
+            }                                                                               \
+            double norm = FS_log1p_one(FS_exp_sum_off_max_##SUFFIX(row, n, m, &ties, 0)     \
+                                       + (double)(ties - 1));                               \
+            if (op == 1)                                                                    \
+                FS_log_normalize_##SUFFIX(row, y + i * y_step, n, m,                        \
+                                          m == INFINITY ? NAN : norm);                      \
+            else                                                                            \
+                y[i * y_step] = (T)((double)m + norm);                                      \
+        }                                                                                   \
+    }
+static inline void FS_short_scale_f32(float *y, ptrdiff_t n, double total) { FS_scale_f32(y, n, 1.0 / total); }
+static inline void FS_short_scale_f64(double *y, ptrdiff_t n, double total) { FS_divide_f64(y, n, total); }
+FS_SHORT_ROWS_SCALAR(float, f32)
+FS_SHORT_ROWS_SCALAR(double, f64)
+
+#endif /* FS_HAVE_VECTOR_EXTENSIONS */
+
+#endif /* FS_SHORT_H */
