@@ -137,6 +137,24 @@ static inline int FS_any8(FS_v8i m)
 
 static inline int FS_any4(FS_v4l m) { return ((m[0] | m[1]) | (m[2] | m[3])) != 0; }
 
+#if defined(__AVX2__)
+/* Packed rows (step n) written back without a transpose: vector v of a group's 8n values
+   holds rows row_of[v] = (8v + lane) / n, so a per-row vector (lane = row) is spread over
+   it by one lane permute. */
+#define FS_SHORT_ROW_MAJOR 1
+static inline FS_v8f FS_spread_rows8f(FS_v8f per_row, FS_v8i row_of)
+{
+    return (FS_v8f)_mm256_permutevar8x32_ps((__m256)per_row, (__m256i)row_of);
+}
+/* for 4 double rows: row_of holds the pairs (2 row, 2 row + 1) of 32-bit halves */
+static inline FS_v4d FS_spread_rows4d(FS_v4d per_row, FS_v8i row_of)
+{
+    return (FS_v4d)_mm256_permutevar8x32_ps((__m256)per_row, (__m256i)row_of);
+}
+#else
+#define FS_SHORT_ROW_MAJOR 0
+#endif
+
 /* op 0 softmax, 1 log_softmax (rows into y), 2 logsumexp (row r's value at y[r * y_step])
    of n_rows rows of n <= FS_SHORT_MAX floats; no masks. */
 static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y, ptrdiff_t y_step,
@@ -146,6 +164,12 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
     /* y overlapping x (in place): a store past a group's rows would clobber input rows
        not loaded yet */
     const int in_place = FS_short_overlap(x, x_step, y, y_step, n_rows, n, sizeof(float));
+    const int row_major = FS_SHORT_ROW_MAJOR && op != 2 && x_step == n && y_step == n;
+    FS_v8i row_of[FS_SHORT_MAX];
+    if (row_major)
+        for (ptrdiff_t v = 0; v < n; v++)
+            for (int lane = 0; lane < 8; lane++)
+                row_of[v][lane] = (int)((8 * v + lane) / n);
     for (ptrdiff_t first = 0; first < n_rows; first += 8) {
         const ptrdiff_t rows = n_rows - first < 8 ? n_rows - first : 8;
         const ptrdiff_t room = in_place ? 0 : (n_rows - first - rows) * n;
@@ -200,6 +224,43 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
             FS_v8f h = FS_narrow8f(inverse_low, inverse_high);
             FS_widen8f(h, &low, &high);
             FS_v8f l = FS_narrow8f(inverse_low - low, inverse_high - high);
+#if FS_SHORT_ROW_MAJOR
+            if (row_major && rows == 8) {
+                /* the exponentials again, in row order (same arguments, same bits),
+                   instead of transposing them back */
+                const float *xg = x + first * n;
+                float *yg = y + first * n;
+                const int general = FS_any8(far);
+                FS_v8f block[4];
+                for (j = 0; j < n; j += 4) {
+                    if (j + 4 <= n) {
+                        FS_EACH(k, 4) {
+                            memcpy(&block[k], xg + 8 * (j + k), sizeof block[k]);
+                            block[k] = block[k] - FS_spread_rows8f(m, row_of[j + k]);
+                        }
+                        if (general)
+                            FS_expf_lanes(block, 4, 0);
+                        else
+                            FS_expf_lanes(block, 4, 1);
+                        FS_EACH(k, 4) {
+                            block[k] = block[k] * FS_spread_rows8f(h, row_of[j + k])
+                                       + block[k] * FS_spread_rows8f(l, row_of[j + k]);
+                            memcpy(yg + 8 * (j + k), &block[k], sizeof block[k]);
+                        }
+                    } else {
+                        for (ptrdiff_t v = j; v < n; v++) {
+                            memcpy(&block[0], xg + 8 * v, sizeof block[0]);
+                            block[0] = block[0] - FS_spread_rows8f(m, row_of[v]);
+                            block[0] = general ? FS_expf_v8(block[0]) : FS_expf_v8_normal(block[0]);
+                            block[0] = block[0] * FS_spread_rows8f(h, row_of[v])
+                                       + block[0] * FS_spread_rows8f(l, row_of[v]);
+                            memcpy(yg + 8 * v, &block[0], sizeof block[0]);
+                        }
+                    }
+                }
+                continue;
+            }
+#endif
             for (j = 0; j < n; j++)
                 e[j] = e[j] * h + e[j] * l;
             FS_store_columns_f32(e, rows, n, y + first * y_step, y_step, room);
@@ -216,6 +277,19 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
             norm_low = FS_select4d(max_low == INFINITY, FS_splat4d(NAN), norm_low);
             norm_high = FS_select4d(max_high == INFINITY, FS_splat4d(NAN), norm_high);
             FS_v8f l = FS_narrow8f(norm_low, norm_high);
+#if FS_SHORT_ROW_MAJOR
+            if (row_major && rows == 8) {
+                const float *xg = x + first * n;
+                float *yg = y + first * n;
+                for (j = 0; j < n; j++) {
+                    FS_v8f a;
+                    memcpy(&a, xg + 8 * j, sizeof a);
+                    a = (a - FS_spread_rows8f(m, row_of[j])) - FS_spread_rows8f(l, row_of[j]);
+                    memcpy(yg + 8 * j, &a, sizeof a);
+                }
+                continue;
+            }
+#endif
             for (j = 0; j < n; j++)
                 c[j] = (c[j] - m) - l;
             FS_store_columns_f32(c, rows, n, y + first * y_step, y_step, room);
@@ -252,6 +326,12 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
 {
     const ptrdiff_t width = (n + 3) & ~(ptrdiff_t)3;
     const int in_place = FS_short_overlap(x, x_step, y, y_step, n_rows, n, sizeof(double));
+    const int row_major = FS_SHORT_ROW_MAJOR && op != 2 && x_step == n && y_step == n;
+    FS_v8i row_of[FS_SHORT_MAX];
+    if (row_major)
+        for (ptrdiff_t v = 0; v < n; v++)
+            for (int half = 0; half < 8; half++)
+                row_of[v][half] = (int)(2 * ((4 * v + half / 2) / n) + half % 2);
     const FS_v4d zero = FS_splat4d(0.0);
     for (ptrdiff_t first = 0; first < n_rows; first += 4) {
         const ptrdiff_t rows = n_rows - first < 4 ? n_rows - first : 4;
@@ -294,6 +374,40 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
                 FS_kahan4d(&s0[k], &c0[k], j + k < n ? e[j + k] : zero);
         FS_v4d total = FS_short_fold_kahan(s0, c0, s1, c1);
         if (op == 0) {
+#if FS_SHORT_ROW_MAJOR
+            if (row_major && rows == 4) {
+                /* as in FS_short_rows_f32: the exponentials again, in row order */
+                const double *xg = x + first * n;
+                double *yg = y + first * n;
+                const int general = FS_any4(far);
+                FS_v4d block[4];
+                for (j = 0; j < n; j += 4) {
+                    if (j + 4 <= n) {
+                        FS_EACH(k, 4) {
+                            memcpy(&block[k], xg + 4 * (j + k), sizeof block[k]);
+                            block[k] = block[k] - FS_spread_rows4d(m, row_of[j + k]);
+                        }
+                        if (general)
+                            FS_exp_lanes(block, 4, 0);
+                        else
+                            FS_exp_lanes(block, 4, 1);
+                        FS_EACH(k, 4) {
+                            block[k] = block[k] / FS_spread_rows4d(total, row_of[j + k]);
+                            memcpy(yg + 4 * (j + k), &block[k], sizeof block[k]);
+                        }
+                    } else {
+                        for (ptrdiff_t v = j; v < n; v++) {
+                            memcpy(&block[0], xg + 4 * v, sizeof block[0]);
+                            block[0] = block[0] - FS_spread_rows4d(m, row_of[v]);
+                            block[0] = general ? FS_exp_v4(block[0]) : FS_exp_v4_normal(block[0]);
+                            block[0] = block[0] / FS_spread_rows4d(total, row_of[v]);
+                            memcpy(yg + 4 * v, &block[0], sizeof block[0]);
+                        }
+                    }
+                }
+                continue;
+            }
+#endif
             for (j = 0; j < n; j++)
                 e[j] = e[j] / total;
             FS_store_columns_f64(e, rows, n, y + first * y_step, y_step, room);
@@ -302,6 +416,19 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
         FS_v4d norm = FS_log1p_v4(total + __builtin_convertvector(ties - 1, FS_v4d));
         if (op == 1) {
             norm = FS_select4d(m == INFINITY, FS_splat4d(NAN), norm);
+#if FS_SHORT_ROW_MAJOR
+            if (row_major && rows == 4) {
+                const double *xg = x + first * n;
+                double *yg = y + first * n;
+                for (j = 0; j < n; j++) {
+                    FS_v4d a;
+                    memcpy(&a, xg + 4 * j, sizeof a);
+                    a = (a - FS_spread_rows4d(m, row_of[j])) - FS_spread_rows4d(norm, row_of[j]);
+                    memcpy(yg + 4 * j, &a, sizeof a);
+                }
+                continue;
+            }
+#endif
             for (j = 0; j < n; j++)
                 c[j] = (c[j] - m) - norm;
             FS_store_columns_f64(c, rows, n, y + first * y_step, y_step, room);
