@@ -35,7 +35,7 @@ from fastsoft._kernels._shims cimport (
     FS_scale_f32, FS_divide_f64, FS_log_normalize_f32, FS_log_normalize_f64,
     FS_sigsoftmax_gap_f32, FS_sigsoftmax_gap_f64, FS_sigsoftmax_gap_f32f,
     FS_transpose8x8_f32, FS_transpose4x4_f64, FS_two_minus_sigmoid_f32, FS_two_minus_sigmoid_f64,
-    FS_softplus_tail_f32, FS_softplus_tail_f64, FS_store_fence,
+    FS_store_fence,
     FS_log_normalize_stream_f32, FS_log_normalize_stream_f64, FS_prefetch, FS_prefetch_write, FS_log1p_array, FS_log1p_one,
     FS_sum_as_exp_f32, FS_sum_as_exp_f64, FS_exp_store_sum_off_max_f32, FS_exp_store_sum_off_max_f64,
     FS_short_rows_f32, FS_short_rows_f64,
@@ -174,94 +174,18 @@ cdef enum:
     TILE = 1024        # values per tile of short rows (two float/double stack buffers)
 
 
-cdef inline void _tile_short_sigsoftmax(const real* z, Py_ssize_t z_step, real* out,
-                                        Py_ssize_t out_step, Py_ssize_t n_rows, Py_ssize_t n,
-                                        bint log_output) noexcept nogil:
-    """sigsoftmax (or its log) of a tile of short rows, several rows per vector.
-
-    The softplus tails T(z) = log1p(exp(-|z|)) of the whole tile are one vector pass; the
-    gap of a row is then ((z - m) + (min(z, 0) - min(m, 0))) - (T(z) - T(m)), with T(m)
-    the max's own tail, in the order and precision of the row loops' gap, so a row gets
-    their bits (and its max a gap of exactly 0).
-    """
-    cdef real values[TILE]
-    cdef real tails[TILE]
-    cdef real gaps[TILE]
-    cdef real e[TILE]
-    cdef double norm[TILE]
-    cdef Py_ssize_t ties[TILE]
-    cdef Py_ssize_t top[TILE]
-    cdef real row_max, low = INFINITY, g, v, m_neg, z_neg, m_tail
-    cdef Py_ssize_t i, j, k
-    cdef double total, log_norm
-    for i in range(n_rows):
-        row_max = -INFINITY
-        top[i] = 0
-        for j in range(n):
-            v = z[i * z_step + j]
-            values[i * n + j] = v
-            if v > row_max:
-                row_max = v
-                top[i] = j
-    if real is float:
-        FS_softplus_tail_f32(values, tails, n_rows * n)
-    else:
-        FS_softplus_tail_f64(values, tails, n_rows * n)
-    for i in range(n_rows):
-        row_max = values[i * n + top[i]]
-        # an all -inf or all NaN row: the max stays -inf and every gap NaN, as in the rows
-        row_max = row_max if row_max > -INFINITY else -INFINITY
-        m_neg = row_max if row_max < 0 else 0
-        m_tail = tails[i * n + top[i]]
-        ties[i] = 0
-        for j in range(n):
-            v = values[i * n + j]
-            z_neg = v if v < 0 else 0
-            g = ((v - row_max) + (z_neg - m_neg)) - (tails[i * n + j] - m_tail)
-            gaps[i * n + j] = g
-            low = g if g < low else low
-            ties[i] += g == 0
-    _exp_shifted_chunk(gaps, e, n_rows * n, 0, _short_exp(low, <real>0))
-    if not log_output:
-        for i in range(n_rows):
-            total = _sum_as_exp(e + i * n, n)
-            if real is float:
-                for j in range(n):
-                    out[i * out_step + j] = e[i * n + j]
-                _row_scale(out + i * out_step, n, total)
-            else:
-                for j in range(n):
-                    out[i * out_step + j] = e[i * n + j] / total
-        return
-    for k in range(n_rows * n):
-        e[k] = 0 if gaps[k] == 0 else e[k]
-    for i in range(n_rows):
-        norm[i] = _sum_as_exp(e + i * n, n) + <double>(ties[i] - 1)
-    FS_log1p_array(norm, norm, n_rows)
-    for i in range(n_rows):
-        log_norm = norm[i]
-        if real is float:
-            _row_log_normalize[float](gaps + i * n, out + i * out_step, n, 0, log_norm)
-        else:
-            for j in range(n):
-                out[i * out_step + j] = gaps[i * n + j] - log_norm
-
-
 cdef void _short_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
                       Py_ssize_t n_rows, Py_ssize_t n_cols, int op, int n_threads) noexcept nogil:
-    """Rows of n_cols <= SHORT_ROW values: softmax, log_softmax, logsumexp (op 0-2) one row
-    per vector lane (fs_short.h), sigsoftmax and its log (3, 4) in tiles."""
-    cdef Py_ssize_t rows_per_tile = SHORT_GROUP if op <= 2 else TILE // n_cols
+    """Rows of n_cols <= SHORT_ROW values, one row per vector lane (fs_short.h): softmax,
+    log_softmax, logsumexp, sigsoftmax, log_sigsoftmax (op 0-4)."""
+    cdef Py_ssize_t rows_per_tile = SHORT_GROUP
     cdef Py_ssize_t n_tiles = (n_rows + rows_per_tile - 1) // rows_per_tile
     cdef Py_ssize_t t, first, rows
     for t in prange(n_tiles, schedule="static", num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         first = t * rows_per_tile
         rows = min(rows_per_tile, n_rows - first)
-        if op >= 3:
-            _tile_short_sigsoftmax(x + first * x_step, x_step, out + first * out_step,
-                                   out_step, rows, n_cols, op == 4)
-        elif real is float:
+        if real is float:
             FS_short_rows_f32(x + first * x_step, x_step, out + first * out_step, out_step,
                               rows, n_cols, op)
         else:

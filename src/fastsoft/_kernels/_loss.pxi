@@ -224,7 +224,7 @@ cdef inline void _tile_cross_entropy_index(
         double* losses, real* grad, Py_ssize_t grad_step, const double* grad_scales,
         double grad_scale) noexcept nogil:
     """_row_cross_entropy_index for a tile of n_rows rows of n <= SHORT_ROW values
-    (n_rows * n <= TILE), several rows per vector as in _tile_short_sigsoftmax.  Every row of
+    (n_rows * n <= TILE), several rows per vector.  Every row of
     the tile is read before any gradient row is written (grad may be x)."""
     cdef real shifted[TILE]
     cdef real e[TILE]

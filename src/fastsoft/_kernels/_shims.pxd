@@ -39,8 +39,6 @@ cdef extern from "fs_simd.h" nogil:
     void FS_transpose4x4_f64(const double* src, Py_ssize_t src_stride, double* dst, Py_ssize_t dst_stride) noexcept
     void FS_two_minus_sigmoid_f32(const float* z, float* c, Py_ssize_t n) noexcept
     void FS_two_minus_sigmoid_f64(const double* z, double* c, Py_ssize_t n) noexcept
-    void FS_softplus_tail_f32(const float* z, float* t, Py_ssize_t n) noexcept
-    void FS_softplus_tail_f64(const double* z, double* t, Py_ssize_t n) noexcept
     void FS_store_fence() noexcept
     void FS_log_normalize_stream_f32(const float* x, float* y, Py_ssize_t n, float m, double log_norm) noexcept
     void FS_log_normalize_stream_f64(const double* x, double* y, Py_ssize_t n, double m, double log_norm) noexcept

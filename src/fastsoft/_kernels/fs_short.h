@@ -155,8 +155,8 @@ static inline FS_v4d FS_spread_rows4d(FS_v4d per_row, FS_v8i row_of)
 #define FS_SHORT_ROW_MAJOR 0
 #endif
 
-/* op 0 softmax, 1 log_softmax (rows into y), 2 logsumexp (row r's value at y[r * y_step])
-   of n_rows rows of n <= FS_SHORT_MAX floats; no masks. */
+/* op 0 softmax, 1 log_softmax, 3 sigsoftmax, 4 log_sigsoftmax (rows into y), 2 logsumexp
+   (row r's value at y[r * y_step]) of n_rows rows of n <= FS_SHORT_MAX floats; no masks. */
 static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y, ptrdiff_t y_step,
                                      ptrdiff_t n_rows, ptrdiff_t n, int op)
 {
@@ -164,7 +164,9 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
     /* y overlapping x (in place): a store past a group's rows would clobber input rows
        not loaded yet */
     const int in_place = FS_short_overlap(x, x_step, y, y_step, n_rows, n, sizeof(float));
-    const int row_major = FS_SHORT_ROW_MAJOR && op != 2 && x_step == n && y_step == n;
+    const int sig = op >= 3;                    /* sigsoftmax (3), log_sigsoftmax (4) */
+    op = sig ? op - 3 : op;
+    const int row_major = FS_SHORT_ROW_MAJOR && !sig && op != 2 && x_step == n && y_step == n;
     FS_v8i row_of[FS_SHORT_MAX];
     if (row_major)
         for (ptrdiff_t v = 0; v < n; v++)
@@ -181,6 +183,21 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
         FS_columns_f32(x + first * x_step, x_step, rows, n, c);
         for (j = 0; j < n; j++)
             m = FS_vmax8f(c[j], m);                       /* NaN never becomes the max */
+        if (sig) {
+            /* sigsoftmax: the gaps of FS_sigsoftmax_gap_f32f (the row max's own gap is 0),
+               then softmax of the gaps with shift 0 */
+            const FS_v8f zero = FS_splat8f(0.0f);
+            const FS_v8f m_neg = FS_select8f(m < zero, m, zero), m_tail = FS_softplus_tail_v8(m, 0);
+            FS_v8f tail[4];
+            for (j = 0; j < width; j += 4) {
+                FS_EACH(k, 4) tail[k] = c[j + k];
+                FS_softplus_tail_lanes(tail, 4, 0);
+                FS_EACH(k, 4)
+                    c[j + k] = ((c[j + k] - m) + (FS_select8f(c[j + k] < zero, c[j + k], zero) - m_neg))
+                               - (tail[k] - m_tail);
+            }
+            m = zero;
+        }
         for (j = 0; j < width; j++) {
             e[j] = c[j] - m;
             if (j < n)
@@ -274,8 +291,8 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
         FS_widen8f(m, &max_low, &max_high);
         if (op == 1) {
             /* +inf in a row: the row is NaN (_row_softmax) */
-            norm_low = FS_select4d(max_low == INFINITY, FS_splat4d(NAN), norm_low);
-            norm_high = FS_select4d(max_high == INFINITY, FS_splat4d(NAN), norm_high);
+            norm_low = FS_select4d(max_low == INFINITY, FS_splat4d(NAN), norm_low);   /* m = 0 */
+            norm_high = FS_select4d(max_high == INFINITY, FS_splat4d(NAN), norm_high); /* for sig */
             FS_v8f l = FS_narrow8f(norm_low, norm_high);
 #if FS_SHORT_ROW_MAJOR
             if (row_major && rows == 8) {
@@ -326,7 +343,9 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
 {
     const ptrdiff_t width = (n + 3) & ~(ptrdiff_t)3;
     const int in_place = FS_short_overlap(x, x_step, y, y_step, n_rows, n, sizeof(double));
-    const int row_major = FS_SHORT_ROW_MAJOR && op != 2 && x_step == n && y_step == n;
+    const int sig = op >= 3;                    /* sigsoftmax (3), log_sigsoftmax (4) */
+    op = sig ? op - 3 : op;
+    const int row_major = FS_SHORT_ROW_MAJOR && !sig && op != 2 && x_step == n && y_step == n;
     FS_v8i row_of[FS_SHORT_MAX];
     if (row_major)
         for (ptrdiff_t v = 0; v < n; v++)
@@ -343,6 +362,14 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
         FS_columns_f64(x + first * x_step, x_step, rows, n, c);
         for (j = 0; j < n; j++)
             m = FS_vmax4d(c[j], m);
+        if (sig) {
+            /* as in FS_short_rows_f32, with FS_GAP_ROW's double gaps */
+            const FS_v4d m_neg = FS_select4d(m < zero, m, zero);
+            const FS_v4d m_tail = FS_log1p_unit_v4(FS_exp_v4_any(FS_select4d(m >= zero, -m, m)));
+            for (j = 0; j < width; j += 4)
+                FS_sigsoftmax_gap_lanes(c + j, 4, m, m_neg, m_tail);
+            m = zero;
+        }
         for (j = 0; j < width; j++) {
             e[j] = c[j] - m;
             if (j < n)
@@ -442,15 +469,23 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
 
 #else /* no vector extensions: the row loops, row by row */
 
-#define FS_SHORT_ROWS_SCALAR(T, SUFFIX)                                                     \
+#define FS_SHORT_ROWS_SCALAR(T, SUFFIX, GAP)                                                \
     static inline void FS_short_rows_##SUFFIX(const T *x, ptrdiff_t x_step, T *y,           \
                                               ptrdiff_t y_step, ptrdiff_t n_rows,           \
                                               ptrdiff_t n, int op)                          \
     {                                                                                       \
+        T gaps[FS_SHORT_MAX];                                                               \
+        const int sig = op >= 3;                                                            \
+        op = sig ? op - 3 : op;                                                             \
         for (ptrdiff_t i = 0; i < n_rows; i++) {                                            \
             const T *row = x + i * x_step;                                                  \
             T m = FS_max_##SUFFIX(row, n);                                                  \
             ptrdiff_t ties;                                                                 \
+            if (sig) {                                                                      \
+                GAP(row, gaps, n, m);                                                       \
+                row = gaps;                                                                 \
+                m = 0;                                                                      \
+            }                                                                               \
             if (op == 0) {                                                                  \
                 double total = FS_exp_store_sum_##SUFFIX(row, y + i * y_step, n, m, 0);     \
                 FS_short_scale_##SUFFIX(y + i * y_step, n, total);                          \
@@ -467,8 +502,10 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
     }
 static inline void FS_short_scale_f32(float *y, ptrdiff_t n, double total) { FS_scale_f32(y, n, 1.0 / total); }
 static inline void FS_short_scale_f64(double *y, ptrdiff_t n, double total) { FS_divide_f64(y, n, total); }
-FS_SHORT_ROWS_SCALAR(float, f32)
-FS_SHORT_ROWS_SCALAR(double, f64)
+#define FS_SHORT_GAP_F32(row, gaps, n, m) FS_sigsoftmax_gap_f32f(row, gaps, n, m, 0)
+#define FS_SHORT_GAP_F64(row, gaps, n, m) FS_sigsoftmax_gap_f64(row, gaps, n, m)
+FS_SHORT_ROWS_SCALAR(float, f32, FS_SHORT_GAP_F32)
+FS_SHORT_ROWS_SCALAR(double, f64, FS_SHORT_GAP_F64)
 
 #endif /* FS_HAVE_VECTOR_EXTENSIONS */
 

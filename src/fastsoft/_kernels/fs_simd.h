@@ -21,8 +21,8 @@
  *    lanes are folded in a fixed order, so every thread count gives the same bits.  The
  *    exponential has a short path for rows whose values are all within its normal range
  *    of the max (same bits as the general path).
- * 5. Also here: the short-row tiles' helpers (a vector log1p, sums in the row loops'
- *    order), block transposes for a non-last axis, sigsoftmax's float gaps and gradient
+ * 5. Also here: the cross-entropy tiles' helpers (a vector log1p, sums in the row loops'
+ *    order; fs_short.h has the forward functions' short rows), block transposes for a non-last axis, sigsoftmax's float gaps and gradient
  *    factor, and streaming stores.
  * 6. Compilers without vector extensions (not GCC/Clang) fall back to the scalar loops at
  *    the bottom of each function, which compute the same values.
@@ -1143,56 +1143,6 @@ static inline void FS_two_minus_sigmoid_f64(const double *z, double *c, ptrdiff_
 #endif
 }
 
-/* t[j] = log1p(exp(-|z[j]|)), the softplus tail of sigsoftmax's gap, for a buffer of
-   values (the short-row tiles): the same vector code as the gap functions use, so a tile
-   gets the bits of the row loops. */
-static inline void FS_softplus_tail_f32(const float *z, float *t, ptrdiff_t n)
-{
-#if FS_HAVE_VECTOR_EXTENSIONS
-    ptrdiff_t j = 0;
-    FS_v8f block[FS_LANES_MAX];
-    for (; j + 32 <= n; j += 32) {
-        memcpy(block, z + j, sizeof block);
-        FS_softplus_tail_lanes(block, 4, 0);
-        memcpy(t + j, block, sizeof block);
-    }
-    for (; j < n; j += 8) {
-        ptrdiff_t k = n - j < 8 ? n - j : 8;
-        FS_v8f a = FS_load8f_tail(z + j, k, 0.0f);
-        FS_store8f_tail(t + j, FS_softplus_tail_v8(a, 0), k);
-    }
-#else
-    for (ptrdiff_t j = 0; j < n; j++)
-        t[j] = (float)FS_log1p_unit(FS_exp(-(z[j] >= 0 ? (double)z[j] : -(double)z[j])));
-#endif
-}
-
-static inline void FS_softplus_tail_f64(const double *z, double *t, ptrdiff_t n)
-{
-#if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v4d zero = FS_splat4d(0.0);
-    ptrdiff_t j = 0;
-    FS_v4d block[FS_LANES_MAX];
-    for (; j + 16 <= n; j += 16) {
-        FS_EACH(i, 4) {
-            memcpy(&block[i], z + j + 4 * i, sizeof block[i]);
-            block[i] = FS_select4d(block[i] >= zero, -block[i], block[i]);
-        }
-        FS_exp_lanes(block, 4, 0);
-        FS_log1p_unit_lanes(block, 4);
-        memcpy(t + j, block, sizeof block);
-    }
-    for (; j < n; j += 4) {
-        ptrdiff_t k = n - j < 4 ? n - j : 4;
-        FS_v4d a = FS_load4d_tail(z + j, k, 0.0);
-        FS_v4d z_abs = FS_select4d(a >= zero, a, -a);
-        FS_store4d_tail(t + j, FS_log1p_unit_v4(FS_exp_v4_any(-z_abs)), k);
-    }
-#else
-    for (ptrdiff_t j = 0; j < n; j++)
-        t[j] = FS_log1p_unit(FS_exp(-(z[j] >= 0 ? z[j] : -z[j])));
-#endif
-}
 
 /* ---------------------------------------------------------------------------------------
  * Streaming stores for log_softmax results far larger than the caches: the last pass of
