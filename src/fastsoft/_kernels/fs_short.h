@@ -160,7 +160,7 @@ static inline FS_v4d FS_spread_rows4d(FS_v4d per_row, FS_v8i row_of)
 static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y, ptrdiff_t y_step,
                                      ptrdiff_t n_rows, ptrdiff_t n, int op)
 {
-    const ptrdiff_t width = (n + 7) & ~(ptrdiff_t)7;
+    const ptrdiff_t width = (n + 3) & ~(ptrdiff_t)3;    /* the columns computed on */
     /* y overlapping x (in place): a store past a group's rows would clobber input rows
        not loaded yet */
     const int in_place = FS_short_overlap(x, x_step, y, y_step, n_rows, n, sizeof(float));
@@ -203,6 +203,8 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
             if (j < n)
                 far |= e[j] < -87.0f;                     /* outside the short path */
         }
+        for (; j < ((n + 7) & ~(ptrdiff_t)7); j++)
+            e[j] = FS_splat8f(0.0f);                      /* read by the 8x8 transposes only */
         if (FS_any8(far))
             for (j = 0; j < width; j += 4)
                 FS_expf_lanes(e + j, 4, 0);
