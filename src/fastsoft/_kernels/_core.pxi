@@ -171,7 +171,7 @@ cdef enum:
     SHORT_ROW = 32     # = FS_SHORT_MAX: rows this short take fs_short.h (one per lane)
     SHORT_GROUP = 256  # rows per scheduled block of fs_short.h's groups (8 float / 4 double rows)
     STREAM_MIN_BYTES = 32 << 20   # log_softmax results this large use streaming stores
-    TILE = 1024        # values per tile of short rows (two float/double stack buffers)
+    TILE = 1024        # values per tile of cross-entropy's short rows (stack buffers)
 
 
 cdef void _short_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
@@ -509,12 +509,6 @@ def columns_forward(cnp.ndarray x not None, cnp.ndarray out not None, int op, in
 cdef enum:
     SMALL_CALL_ELEMENTS = 1 << 15   # = fastsoft._config.PARALLEL_MIN_ELEMENTS: one thread
     SMALL_CALL_NOGIL = 1 << 12      # small calls this large release the GIL
-
-
-def small_forward(object x, int op, object axis=-1, object num_threads=None):
-    """Python entry of _small_forward (tests and tools; the public functions reach it
-    through SmallCallRouter)."""
-    return _small_forward(x, op, axis, num_threads)
 
 
 cdef class SmallCallRouter:

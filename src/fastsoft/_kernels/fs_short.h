@@ -188,14 +188,8 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
                then softmax of the gaps with shift 0 */
             const FS_v8f zero = FS_splat8f(0.0f);
             const FS_v8f m_neg = FS_select8f(m < zero, m, zero), m_tail = FS_softplus_tail_v8(m, 0);
-            FS_v8f tail[4];
-            for (j = 0; j < width; j += 4) {
-                FS_EACH(k, 4) tail[k] = c[j + k];
-                FS_softplus_tail_lanes(tail, 4, 0);
-                FS_EACH(k, 4)
-                    c[j + k] = ((c[j + k] - m) + (FS_select8f(c[j + k] < zero, c[j + k], zero) - m_neg))
-                               - (tail[k] - m_tail);
-            }
+            for (j = 0; j < width; j += 4)
+                FS_sigsoftmax_gapf_lanes(c + j, 4, m, m_neg, m_tail, 0);
             m = zero;
         }
         for (j = 0; j < width; j++) {
@@ -270,7 +264,10 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
                         for (ptrdiff_t v = j; v < n; v++) {
                             memcpy(&block[0], xg + 8 * v, sizeof block[0]);
                             block[0] = block[0] - FS_spread_rows8f(m, row_of[v]);
-                            block[0] = general ? FS_expf_v8(block[0]) : FS_expf_v8_normal(block[0]);
+                            if (general)
+                                FS_expf_lanes(block, 1, 0);
+                            else
+                                FS_expf_lanes(block, 1, 1);
                             block[0] = block[0] * FS_spread_rows8f(h, row_of[v])
                                        + block[0] * FS_spread_rows8f(l, row_of[v]);
                             memcpy(yg + 8 * v, &block[0], sizeof block[0]);
@@ -292,9 +289,10 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
         FS_v4d max_low, max_high;
         FS_widen8f(m, &max_low, &max_high);
         if (op == 1) {
-            /* +inf in a row: the row is NaN (_row_softmax) */
-            norm_low = FS_select4d(max_low == INFINITY, FS_splat4d(NAN), norm_low);   /* m = 0 */
-            norm_high = FS_select4d(max_high == INFINITY, FS_splat4d(NAN), norm_high); /* for sig */
+            /* +inf in a row: the row is NaN (_row_softmax).  sigsoftmax's m is 0 here: its
+               row loop has no such rule either, an infinite logit's gap is NaN already */
+            norm_low = FS_select4d(max_low == INFINITY, FS_splat4d(NAN), norm_low);
+            norm_high = FS_select4d(max_high == INFINITY, FS_splat4d(NAN), norm_high);
             FS_v8f l = FS_narrow8f(norm_low, norm_high);
 #if FS_SHORT_ROW_MAJOR
             if (row_major && rows == 8) {
@@ -367,7 +365,7 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
         if (sig) {
             /* as in FS_short_rows_f32, with FS_GAP_ROW's double gaps */
             const FS_v4d m_neg = FS_select4d(m < zero, m, zero);
-            const FS_v4d m_tail = FS_log1p_unit_v4(FS_exp_v4_any(FS_select4d(m >= zero, -m, m)));
+            const FS_v4d m_tail = FS_softplus_tail_v4(m);
             for (j = 0; j < width; j += 4)
                 FS_sigsoftmax_gap_lanes(c + j, 4, m, m_neg, m_tail);
             m = zero;
@@ -428,7 +426,10 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
                         for (ptrdiff_t v = j; v < n; v++) {
                             memcpy(&block[0], xg + 4 * v, sizeof block[0]);
                             block[0] = block[0] - FS_spread_rows4d(m, row_of[v]);
-                            block[0] = general ? FS_exp_v4(block[0]) : FS_exp_v4_normal(block[0]);
+                            if (general)
+                                FS_exp_lanes(block, 1, 0);
+                            else
+                                FS_exp_lanes(block, 1, 1);
                             block[0] = block[0] / FS_spread_rows4d(total, row_of[v]);
                             memcpy(yg + 4 * v, &block[0], sizeof block[0]);
                         }

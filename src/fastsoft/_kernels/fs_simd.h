@@ -220,13 +220,6 @@ static inline int FS_all4(FS_v4l m)
 static inline int FS_all4(FS_v4l m) { (void)m; return 0; }
 #endif
 
-/* FS_expf_v8 for lanes in [-87, 88] or NaN (normal results): same bits */
-static inline FS_v8f FS_expf_v8_normal(FS_v8f x)
-{
-    FS_expf_lanes(&x, 1, 1);
-    return x;
-}
-
 /* x[k] = FS_exp(x[k]) for k < count; normal: every lane in [-708, 709] or NaN (as
    FS_expf_lanes) */
 static inline __attribute__((always_inline)) void
@@ -741,10 +734,16 @@ FS_sigsoftmax_gap_lanes(FS_v4d *z, const int count, FS_v4d m, FS_v4d m_neg, FS_v
 
 static inline FS_v4d FS_sigsoftmax_gap_v4(FS_v4d z, FS_v4d m, FS_v4d m_neg, FS_v4d m_tail)
 {
-    const FS_v4d zero = FS_splat4d(0.0);
-    FS_v4d z_neg = FS_select4d(z < zero, z, zero);
-    FS_v4d z_abs = FS_select4d(z >= zero, z, -z);
-    return ((z - m) + (z_neg - m_neg)) - (FS_log1p_unit_v4(FS_exp_v4_any(-z_abs)) - m_tail);
+    FS_sigsoftmax_gap_lanes(&z, 1, m, m_neg, m_tail);
+    return z;
+}
+
+/* log1p(exp(-|z|)), the softplus tail, in double (the row max's m_tail) */
+static inline FS_v4d FS_softplus_tail_v4(FS_v4d z)
+{
+    FS_v4d t = FS_exp_v4_any(FS_select4d(z >= FS_splat4d(0.0), -z, z));
+    FS_log1p_unit_lanes(&t, 1);
+    return t;
 }
 
 /* gap[j] for 4 values z[0:4] already widened to double; the tail pads with m (gap 0) */
@@ -753,7 +752,7 @@ static inline FS_v4d FS_sigsoftmax_gap_v4(FS_v4d z, FS_v4d m, FS_v4d m_neg, FS_v
         double m_ = (double)(z_max);                                                       \
         const FS_v4d mv = FS_splat4d(m_), mnv = FS_splat4d(m_ < 0 ? m_ : 0.0);             \
         /* the max's tail by the same vector code as the others': its gap is exactly 0 */ \
-        const FS_v4d mtv = FS_log1p_unit_v4(FS_exp_v4_any(-FS_splat4d(m_ >= 0 ? m_ : -m_)));\
+        const FS_v4d mtv = FS_softplus_tail_v4(FS_splat4d(m_));                            \
         ptrdiff_t j_ = 0;                                                                  \
         FS_v4d zv_, g_, block_[FS_LANES_MAX];                                              \
         for (; j_ + 16 <= (n); j_ += 16) {                                                 \
@@ -761,7 +760,8 @@ static inline FS_v4d FS_sigsoftmax_gap_v4(FS_v4d z, FS_v4d m, FS_v4d m_neg, FS_v
                 for (int i_ = 0; i_ < 4; i_++)                                             \
                     block_[b_][i_] = (double)(z)[j_ + 4 * b_ + i_];                        \
             FS_sigsoftmax_gap_lanes(block_, 4, mv, mnv, mtv);                              \
-            memcpy((gap) + j_, block_, sizeof block_);                                     \
+            FS_EACH(b_, 4)                                                                 \
+                memcpy((gap) + j_ + 4 * b_, &block_[b_], sizeof block_[b_]);               \
         }                                                                                  \
         for (; j_ + 4 <= (n); j_ += 4) {                                                   \
             for (int i_ = 0; i_ < 4; i_++)                                                 \
@@ -925,12 +925,6 @@ static inline __attribute__((always_inline)) void FS_log1pf_unit_lanes(FS_v8f *t
     }
 }
 
-static inline FS_v8f FS_log1pf_unit_v8(FS_v8f t)
-{
-    FS_log1pf_unit_lanes(&t, 1);
-    return t;
-}
-
 /* z[k] = log1p(exp(-|z[k]|)), the softplus tail in [0, log 2], k < count; short_exp: every
    |z| <= 87 */
 static inline __attribute__((always_inline)) void
@@ -946,6 +940,20 @@ static inline __attribute__((always_inline)) FS_v8f FS_softplus_tail_v8(FS_v8f z
     FS_softplus_tail_lanes(&z, 1, short_exp);
     return z;
 }
+
+/* z[k] = w(z[k]) - w(m) for k < count, sigsoftmax's gap in float (FS_sigsoftmax_gap_f32f),
+   given the row max's m_neg = min(m, 0) and m_tail = its softplus tail */
+static inline __attribute__((always_inline)) void
+FS_sigsoftmax_gapf_lanes(FS_v8f *z, const int count, FS_v8f m, FS_v8f m_neg, FS_v8f m_tail,
+                         const int short_exp)
+{
+    const FS_v8f zero = FS_splat8f(0.0f);
+    FS_v8f tail[FS_LANES_MAX];
+    FS_EACH(k, count) tail[k] = z[k];
+    FS_softplus_tail_lanes(tail, count, short_exp);
+    FS_EACH(k, count)
+        z[k] = ((z[k] - m) + (FS_select8f(z[k] < zero, z[k], zero) - m_neg)) - (tail[k] - m_tail);
+}
 #endif
 
 #if FS_HAVE_VECTOR_EXTENSIONS
@@ -955,29 +963,23 @@ FS_sigsoftmax_gap_f32f_impl(const float *z, float *gap, ptrdiff_t n, float z_max
     const FS_v8f zero = FS_splat8f(0.0f), mv = FS_splat8f(z_max);
     const FS_v8f m_neg = FS_select8f(mv < zero, mv, zero);
     const FS_v8f m_tail = FS_softplus_tail_v8(mv, 0);
-    FS_v8f a, g, in[FS_LANES_MAX], tail[FS_LANES_MAX];
+    FS_v8f block[FS_LANES_MAX];
     ptrdiff_t j = 0;
     for (; j + 32 <= n; j += 32) {
-        FS_EACH(k, 4) {
-            memcpy(&in[k], z + j + 8 * k, sizeof in[k]);
-            tail[k] = in[k];
-        }
-        FS_softplus_tail_lanes(tail, 4, short_exp);
-        FS_EACH(k, 4) {
-            g = ((in[k] - mv) + (FS_select8f(in[k] < zero, in[k], zero) - m_neg)) - (tail[k] - m_tail);
-            memcpy(gap + j + 8 * k, &g, sizeof g);
-        }
+        /* vector by vector: one 128-byte copy of the block made GCC keep it in memory */
+        FS_EACH(k, 4) memcpy(&block[k], z + j + 8 * k, sizeof block[k]);
+        FS_sigsoftmax_gapf_lanes(block, 4, mv, m_neg, m_tail, short_exp);
+        FS_EACH(k, 4) memcpy(gap + j + 8 * k, &block[k], sizeof block[k]);
     }
     for (; j + 8 <= n; j += 8) {
-        memcpy(&a, z + j, sizeof a);
-        g = ((a - mv) + (FS_select8f(a < zero, a, zero) - m_neg))
-            - (FS_softplus_tail_v8(a, short_exp) - m_tail);
-        memcpy(gap + j, &g, sizeof g);
+        memcpy(&block[0], z + j, sizeof block[0]);
+        FS_sigsoftmax_gapf_lanes(block, 1, mv, m_neg, m_tail, short_exp);
+        memcpy(gap + j, &block[0], sizeof block[0]);
     }
     if (j < n) {
-        a = FS_load8f_tail(z + j, n - j, z_max);
-        g = ((a - mv) + (FS_select8f(a < zero, a, zero) - m_neg)) - (FS_softplus_tail_v8(a, 0) - m_tail);
-        FS_store8f_tail(gap + j, g, n - j);
+        block[0] = FS_load8f_tail(z + j, n - j, z_max);
+        FS_sigsoftmax_gapf_lanes(block, 1, mv, m_neg, m_tail, 0);
+        FS_store8f_tail(gap + j, block[0], n - j);
     }
 }
 #endif
