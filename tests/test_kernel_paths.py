@@ -1,7 +1,7 @@
 """The kernels' internal fast paths against their general paths and the reference.
 
 The vector kernels choose between paths the caller never sees: short rows go through
-tiles that hold several rows per vector, rows whose spread max - min fits the
+fs_short.h, one row per vector lane, rows whose spread max - min fits the
 exponential's normal range take its short path, a call with the array alone goes
 straight to the kernels (``small_call``), and cross-entropy with index targets and no
 smoothing has its own three-pass row.  Each test here forces both sides of one of those
@@ -192,6 +192,48 @@ def test_index_cross_entropy_row_agrees_with_one_hot_probabilities(shape, dtype,
     rtol = 2e-6 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(loss_i, loss_q, rtol=rtol)
     np.testing.assert_allclose(grad_i, grad_q, rtol=rtol, atol=rtol * np.abs(grad_q).max())
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("activation", ("softmax", "sigsoftmax"))
+@pytest.mark.parametrize("n_cols", (1, 2, 3, 5, 8, 10, 15, 16, 17, 24, 31, 32))
+def test_short_row_cross_entropy_equals_the_row_loop(activation, dtype, n_cols):
+    # many rows of at most 32 values take fs_short.h's lanes (one row per lane), a call
+    # with one row takes the row loop: the same losses and gradients bit for bit, also for
+    # special values, ignored rows, zero-weight targets, per-row gradient scales and a
+    # partial group of rows at the end (701 rows)
+    rng = np.random.default_rng(40 + n_cols)
+    x = _rows(701, n_cols, dtype, seed=5 + n_cols)
+    last = n_cols - 1
+    x[5] = -np.inf
+    x[6, last // 2] = np.inf
+    x[7, last] = np.nan
+    x[8, :(n_cols + 1) // 2] = -1e4
+    x[9, :] = x[9, 0]
+    x[10, :(n_cols + 1) // 2] = 100.0
+    x[12, last] = -300.0
+    x[13, :] = np.linspace(-110.0, 0.0, n_cols)
+    x[14, :] = -0.0
+    x[16, :] = np.float64(np.finfo(dtype).max)
+    target = rng.integers(0, n_cols, 701)
+    target[[3, 20, 700]] = -100                       # ignored rows
+    weight = rng.uniform(0.5, 2.0, n_cols)
+    weight[target[30]] = 0.0                          # a zero-weight target
+    grad_output = rng.uniform(0.5, 2.0, 701)          # per-row gradient scales
+    kwargs = {"weight": weight, "reduction": "none", "activation": activation,
+              "return_grad": True}
+    with np.errstate(invalid="ignore", over="ignore"):
+        loss, grad = fs.cross_entropy(x, target, grad_output=grad_output, **kwargs)
+        work = x.copy()
+        loss_in_place, _ = fs.cross_entropy(work, target, grad_output=grad_output,
+                                            grad_out=work, **kwargs)
+        for i in range(701):
+            one_loss, one_grad = fs.cross_entropy(x[i:i + 1], target[i:i + 1],
+                                                  grad_output=grad_output[i:i + 1], **kwargs)
+            np.testing.assert_array_equal(loss[i:i + 1], one_loss, err_msg=f"row {i}")
+            np.testing.assert_array_equal(grad[i:i + 1], one_grad, err_msg=f"row {i}")
+    np.testing.assert_array_equal(loss_in_place, loss)
+    np.testing.assert_array_equal(work, grad)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

@@ -36,9 +36,10 @@ from fastsoft._kernels._shims cimport (
     FS_sigsoftmax_gap_f32, FS_sigsoftmax_gap_f64, FS_sigsoftmax_gap_f32f,
     FS_transpose8x8_f32, FS_transpose4x4_f64, FS_two_minus_sigmoid_f32, FS_two_minus_sigmoid_f64,
     FS_store_fence,
-    FS_log_normalize_stream_f32, FS_log_normalize_stream_f64, FS_prefetch, FS_prefetch_write, FS_log1p_array, FS_log1p_one,
-    FS_sum_as_exp_f32, FS_sum_as_exp_f64, FS_exp_store_sum_off_max_f32, FS_exp_store_sum_off_max_f64,
-    FS_short_rows_f32, FS_short_rows_f64,
+    FS_log_normalize_stream_f32, FS_log_normalize_stream_f64, FS_prefetch, FS_prefetch_write, FS_log1p_one,
+    FS_exp_store_sum_off_max_f32, FS_exp_store_sum_off_max_f64,
+    FS_short_rows_f32, FS_short_rows_f64, FS_SHORT_CROSS_ENTROPY,
+    FS_short_cross_entropy_f32, FS_short_cross_entropy_f64,
     FS_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_num, FS_cpu_has_avx2_fma,
 )
 
@@ -171,7 +172,6 @@ cdef enum:
     SHORT_ROW = 32     # = FS_SHORT_MAX: rows this short take fs_short.h (one per lane)
     SHORT_GROUP = 256  # rows per scheduled block of fs_short.h's groups (8 float / 4 double rows)
     STREAM_MIN_BYTES = 32 << 20   # log_softmax results this large use streaming stores
-    TILE = 1024        # values per tile of cross-entropy's short rows (stack buffers)
 
 
 cdef void _short_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
@@ -489,7 +489,7 @@ def columns_forward(cnp.ndarray x not None, cnp.ndarray out not None, int op, in
     # units of whole cache lines per row, as many as keep a strip (n rows of the unit's
     # columns) within 256 KiB per thread, so it stays in L2 between the row passes
     cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(x)
-    cdef Py_ssize_t lines = max(1, min(4, (256 * 1024) // (n * 64)))
+    cdef Py_ssize_t lines = int(__import__("os").environ.get("FS_LINES", "4"))
     cdef Py_ssize_t width = lines * 64 // itemsize
     cdef cnp.ndarray strips = np.empty(n_threads * n * width * itemsize, dtype=np.uint8)
     cdef void* sd = cnp.PyArray_DATA(strips)

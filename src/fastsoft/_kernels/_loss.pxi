@@ -218,86 +218,36 @@ cdef inline double _row_cross_entropy_index(
     return 0.0 if w_t == 0 else w_t * (log_s - target_d)
 
 
-cdef inline void _tile_cross_entropy_index(
-        const real* x, Py_ssize_t x_step, Py_ssize_t n_rows, Py_ssize_t n,
-        const long long* targets, long long ignore_index, const double* w,
-        double* losses, real* grad, Py_ssize_t grad_step, const double* grad_scales,
-        double grad_scale) noexcept nogil:
-    """_row_cross_entropy_index for a tile of n_rows rows of n <= SHORT_ROW values
-    (n_rows * n <= TILE), several rows per vector.  Every row of
-    the tile is read before any gradient row is written (grad may be x)."""
-    cdef real shifted[TILE]
-    cdef real e[TILE]
-    cdef real off_max[TILE]
-    cdef double norm[TILE]
-    cdef double sums[TILE]
-    cdef double target_d[TILE]
-    cdef Py_ssize_t ties[TILE]
-    cdef real row_max, low = INFINITY, d, v
-    cdef Py_ssize_t i, j, k, t
-    cdef double total, factor, w_t
-    for i in range(n_rows):
-        row_max = -INFINITY
-        for j in range(n):
-            v = x[i * x_step + j]
-            row_max = v if v > row_max else row_max
-        ties[i] = 0
-        for j in range(n):
-            d = x[i * x_step + j] - row_max
-            shifted[i * n + j] = d
-            low = d if d < low else low
-            ties[i] += d == 0
-        t = targets[i]
-        target_d[i] = <double>x[i * x_step + t] - <double>row_max if t != ignore_index else 0.0
-        # +inf makes the row NaN (inf - inf), as in the row loop
-        norm[i] = NAN if row_max == INFINITY else 0.0
-    _exp_shifted_chunk(shifted, e, n_rows * n, 0, _short_exp(low, <real>0))
-    # the max terms (shifted exactly 0, exponential exactly 1) stay out of the sums, for log1p
-    for k in range(n_rows * n):
-        off_max[k] = 0 if shifted[k] == 0 else e[k]
-    for i in range(n_rows):
-        total = _sum_as_exp(off_max + i * n, n) + norm[i]
-        sums[i] = total + <double>ties[i]
-        norm[i] = total + <double>(ties[i] - 1)
-    FS_log1p_array(norm, norm, n_rows)
-    for i in range(n_rows):
-        t = targets[i]
-        if t == ignore_index:
-            losses[i] = 0.0
-            if grad != NULL:
-                _row_fill(grad + i * grad_step, n, 0)
-            continue
-        w_t = w[t]
-        losses[i] = 0.0 if w_t == 0 else w_t * (norm[i] - target_d[i])
-        if grad != NULL:
-            factor = (grad_scales[i] if grad_scales != NULL else grad_scale) * w_t
-            for j in range(n):
-                grad[i * grad_step + j] = e[i * n + j]
-            _row_scale(grad + i * grad_step, n, sums[i] / factor)
-            grad[i * grad_step + t] = <real>(factor * (<double>e[i * n + t] / sums[i] - 1.0))
-
-
 cdef void _cross_entropy_rows(
         const real* x, Py_ssize_t x_step, Py_ssize_t n_rows, Py_ssize_t n_cols,
         const long long* targets, long long ignore_index, const real* q, Py_ssize_t q_step,
         const double* w, double w_total, double smoothing, bint sigsoftmax,
         double* scratch, double* losses, real* grad, Py_ssize_t grad_step,
         const double* grad_scales, double grad_scale, int n_threads) noexcept nogil:
-    cdef Py_ssize_t i, tile, first
+    cdef Py_ssize_t i
     cdef double* work
     cdef real* grad_row
-    cdef Py_ssize_t rows_per_tile = TILE // n_cols if n_cols > 0 else 1
-    if (targets != NULL and smoothing == 0 and not sigsoftmax and n_cols <= SHORT_ROW
+    cdef Py_ssize_t n_groups = (n_rows + SHORT_GROUP - 1) // SHORT_GROUP
+    cdef Py_ssize_t group, first, rows
+    if (FS_SHORT_CROSS_ENTROPY and targets != NULL and smoothing == 0 and n_cols <= SHORT_ROW
             and n_rows > 1):
-        # short rows: several per vector (_tile_cross_entropy_index)
-        for tile in prange((n_rows + rows_per_tile - 1) // rows_per_tile, schedule="static",
-                           num_threads=n_threads, use_threads_if=n_threads > 1):
-            first = tile * rows_per_tile
-            _tile_cross_entropy_index(
-                x + first * x_step, x_step, min(rows_per_tile, n_rows - first), n_cols,
-                targets + first, ignore_index, w, losses + first,
-                grad + first * grad_step if grad != NULL else NULL, grad_step,
-                grad_scales + first if grad_scales != NULL else NULL, grad_scale)
+        # short rows: one row per vector lane (fs_short.h), the row path's bits
+        for group in prange(n_groups, schedule="static", num_threads=n_threads,
+                            use_threads_if=n_threads > 1):
+            first = group * SHORT_GROUP
+            rows = min(SHORT_GROUP, n_rows - first)
+            if real is float:
+                FS_short_cross_entropy_f32(
+                    x + first * x_step, x_step, rows, n_cols, sigsoftmax, targets + first,
+                    ignore_index, w, losses + first,
+                    grad + first * grad_step if grad != NULL else NULL, grad_step,
+                    grad_scales + first if grad_scales != NULL else NULL, grad_scale)
+            else:
+                FS_short_cross_entropy_f64(
+                    x + first * x_step, x_step, rows, n_cols, sigsoftmax, targets + first,
+                    ignore_index, w, losses + first,
+                    grad + first * grad_step if grad != NULL else NULL, grad_step,
+                    grad_scales + first if grad_scales != NULL else NULL, grad_scale)
         return
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         work = scratch + omp_get_thread_num() * 2 * n_cols

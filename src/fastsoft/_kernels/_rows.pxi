@@ -147,16 +147,8 @@ cdef inline void _row_fill_masked(real* v, const unsigned char* mask, Py_ssize_t
 
 cdef inline double _log_normalizer(double sum_off_max, Py_ssize_t n_at_max) noexcept nogil:
     """log(sum of exp(x - max)) from _row_sum_exp_off_max's two results (fs_simd.h's
-    log1p, the one the short-row tiles use)."""
+    log1p, the one fs_short.h's lanes use)."""
     return FS_log1p_one(sum_off_max + <double>(n_at_max - 1))
-
-
-cdef inline double _sum_as_exp(const real* e, Py_ssize_t n) noexcept nogil:
-    """Sum of exponentials e[0:n] in the order the row loops add them."""
-    if real is float:
-        return FS_sum_as_exp_f32(e, n)
-    else:
-        return FS_sum_as_exp_f64(e, n)
 
 
 cdef inline void _row_sigsoftmax_gap(const real* z, double* gap, Py_ssize_t n, real z_max) noexcept nogil:

@@ -31,8 +31,6 @@ cdef extern from "fs_simd.h" nogil:
     void FS_log_normalize_f64(const double* x, double* y, Py_ssize_t n, double m, double log_norm) noexcept
     void FS_log1p_array(const double* t, double* out, Py_ssize_t n) noexcept
     double FS_log1p_one(double t) noexcept
-    double FS_sum_as_exp_f32(const float* e, Py_ssize_t n) noexcept
-    double FS_sum_as_exp_f64(const double* e, Py_ssize_t n) noexcept
     void FS_prefetch(const void* p) noexcept
     void FS_prefetch_write(void* p) noexcept
     void FS_transpose8x8_f32(const float* src, Py_ssize_t src_stride, float* dst, Py_ssize_t dst_stride) noexcept
@@ -51,6 +49,17 @@ cdef extern from "fs_short.h" nogil:
                            Py_ssize_t n_rows, Py_ssize_t n, int op) noexcept
     void FS_short_rows_f64(const double* x, Py_ssize_t x_step, double* y, Py_ssize_t y_step,
                            Py_ssize_t n_rows, Py_ssize_t n, int op) noexcept
+    bint FS_SHORT_CROSS_ENTROPY
+    void FS_short_cross_entropy_f32(const float* x, Py_ssize_t x_step, Py_ssize_t n_rows,
+                                    Py_ssize_t n, bint sig, const long long* targets,
+                                    long long ignore_index, const double* w, double* losses,
+                                    float* grad, Py_ssize_t grad_step,
+                                    const double* grad_scales, double grad_scale) noexcept
+    void FS_short_cross_entropy_f64(const double* x, Py_ssize_t x_step, Py_ssize_t n_rows,
+                                    Py_ssize_t n, bint sig, const long long* targets,
+                                    long long ignore_index, const double* w, double* losses,
+                                    double* grad, Py_ssize_t grad_step,
+                                    const double* grad_scales, double grad_scale) noexcept
 
 cdef extern from *:
     """

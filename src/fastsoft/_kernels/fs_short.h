@@ -1,5 +1,6 @@
 /*
- * fs_short.h -- softmax, log_softmax and logsumexp of short rows, one row per vector lane.
+ * fs_short.h -- softmax, log_softmax, logsumexp, sigsoftmax, log_sigsoftmax and index-target
+ * cross-entropy of short rows, one row per vector lane.
  *
  * Design:
  * 1. Rows of at most FS_SHORT_MAX (32) values (1000000x10 and the like) are too short for
@@ -137,6 +138,209 @@ static inline int FS_any8(FS_v8i m)
 
 static inline int FS_any4(FS_v4l m) { return ((m[0] | m[1]) | (m[2] | m[3])) != 0; }
 
+/* FS_exp_store_sum_f32_impl's sum of a row of n values, replayed for 8 rows (lane = row):
+   lane k of its two double accumulators is acc_*[k] here (k < 4: acc0, else acc1), for
+   rows 0-3 (low) and 4-7 (high); the lanes past n add +0 */
+static inline void FS_short_sum_f32(const FS_v8f *e, ptrdiff_t n, FS_v4d *total_low,
+                                    FS_v4d *total_high)
+{
+    FS_v4d acc_low[8], acc_high[8], low, high;
+    ptrdiff_t j;
+    for (int k = 0; k < 8; k++)
+        acc_low[k] = acc_high[k] = FS_splat4d(0.0);
+    for (j = 0; j + 16 <= n; j += 16)
+        for (int k = 0; k < 8; k++) {
+            FS_widen8f(e[j + k] + e[j + 8 + k], &low, &high);
+            acc_low[k] += low;
+            acc_high[k] += high;
+        }
+    for (; j < n; j += 8)
+        for (int k = 0; k < 8 && j + k < n; k++) {
+            FS_widen8f(e[j + k], &low, &high);
+            acc_low[k] += low;
+            acc_high[k] += high;
+        }
+    *total_low = ((acc_low[0] + acc_low[4]) + (acc_low[2] + acc_low[6]))
+                 + ((acc_low[1] + acc_low[5]) + (acc_low[3] + acc_low[7]));
+    *total_high = ((acc_high[0] + acc_high[4]) + (acc_high[2] + acc_high[6]))
+                  + ((acc_high[1] + acc_high[5]) + (acc_high[3] + acc_high[7]));
+}
+
+/* FS_fold_kahan4d's Neumaier fold of 8 Kahan lanes, for 4 rows at once (lane = row) */
+static inline FS_v4d FS_short_fold_kahan(const FS_v4d *s0, const FS_v4d *c0, const FS_v4d *s1,
+                                         const FS_v4d *c1)
+{
+    const FS_v4l magnitude = {0x7fffffffffffffffLL, 0x7fffffffffffffffLL,
+                              0x7fffffffffffffffLL, 0x7fffffffffffffffLL};
+    FS_v4d total = FS_splat4d(0.0), compensation = FS_splat4d(0.0);
+    for (int k = 0; k < 8; k++) {
+        FS_v4d lane = k < 4 ? s0[k] : s1[k - 4];
+        FS_v4d lost = k < 4 ? c0[k] : c1[k - 4];
+        FS_v4d t = total + lane;
+        FS_v4l total_larger = (FS_v4d)((FS_v4l)total & magnitude) >= (FS_v4d)((FS_v4l)lane & magnitude);
+        compensation += FS_select4d(total_larger, (total - t) + lane, (lane - t) + total);
+        total = t;
+        compensation -= lost;
+    }
+    return FS_select4d((total - total) == 0.0, total + compensation, total);
+}
+
+/* FS_exp_store_sum_f64_impl's Kahan lanes for 4 rows: s0/c0 take the first vector of
+   each pair of 4 values, s1/c1 the second, the tail goes to s0/c0 with zeros past n */
+static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
+{
+    const FS_v4d zero = FS_splat4d(0.0);
+    FS_v4d s0[4], c0[4], s1[4], c1[4];
+    ptrdiff_t j;
+    for (int k = 0; k < 4; k++)
+        s0[k] = c0[k] = s1[k] = c1[k] = zero;
+    for (j = 0; j + 8 <= n; j += 8)
+        for (int k = 0; k < 4; k++) {
+            FS_kahan4d(&s0[k], &c0[k], e[j + k]);
+            FS_kahan4d(&s1[k], &c1[k], e[j + 4 + k]);
+        }
+    for (; j < n; j += 4)
+        for (int k = 0; k < 4; k++)
+            FS_kahan4d(&s0[k], &c0[k], j + k < n ? e[j + k] : zero);
+    return FS_short_fold_kahan(s0, c0, s1, c1);
+}
+
+/* The steps both the forward functions and cross-entropy take on a group, c[j] holding
+   column j of the rows (j < width, width = n rounded up to 4; zeros past n) */
+
+/* The rows' max: NaN never becomes it (vmax keeps the old max) */
+static inline FS_v8f FS_short_max_f32(const FS_v8f *c, ptrdiff_t n)
+{
+    FS_v8f m = FS_splat8f(-INFINITY);
+    for (ptrdiff_t j = 0; j < n; j++)
+        m = FS_vmax8f(c[j], m);
+    return m;
+}
+
+/* sigsoftmax: c becomes the gaps of FS_sigsoftmax_gap_f32f (the row max's own gap is 0),
+   whose softmax is taken with shift 0 */
+static inline void FS_short_gaps_f32(FS_v8f *c, ptrdiff_t width, FS_v8f m)
+{
+    const FS_v8f zero = FS_splat8f(0.0f);
+    const FS_v8f m_neg = FS_select8f(m < zero, m, zero), m_tail = FS_softplus_tail_v8(m, 0);
+    for (ptrdiff_t j = 0; j < width; j += 4)
+        FS_sigsoftmax_gapf_lanes(c + j, 4, m, m_neg, m_tail, 0);
+}
+
+/* e[j] = exp(c[j] - m), j < width, through the short exponential unless a real lane is
+   outside its range; returns whether it took the general path */
+static inline int FS_short_exps_f32(const FS_v8f *c, FS_v8f m, FS_v8f *e, ptrdiff_t n,
+                                    ptrdiff_t width)
+{
+    FS_v8i far = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (ptrdiff_t j = 0; j < width; j++) {
+        e[j] = c[j] - m;
+        if (j < n)
+            far |= e[j] < -87.0f;
+    }
+    const int general = FS_any8(far);
+    for (ptrdiff_t j = 0; j < width; j += 4) {
+        if (general)
+            FS_expf_lanes(e + j, 4, 0);
+        else
+            FS_expf_lanes(e + j, 4, 1);
+    }
+    return general;
+}
+
+/* off[j] = e[j] except 0 where c[j] equals the max (the logs' sums leave the max out,
+   log1p adds it back); returns how many per lane (off may be e) */
+static inline FS_v8i FS_short_off_max_f32(const FS_v8f *c, FS_v8f m, const FS_v8f *e,
+                                          FS_v8f *off, ptrdiff_t n)
+{
+    FS_v8i ties = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (ptrdiff_t j = 0; j < n; j++) {
+        FS_v8i at_max = c[j] == m;
+        ties -= at_max;
+        off[j] = (FS_v8f)((FS_v8i)e[j] & ~at_max);
+    }
+    return ties;
+}
+
+/* f[j] = 2 - sigmoid(c[j]) as FS_two_minus_sigmoid_f32 */
+static inline void FS_short_two_minus_sigmoid_f32(const FS_v8f *c, FS_v8f *f, ptrdiff_t width)
+{
+    const FS_v8f zero = FS_splat8f(0.0f), one = FS_splat8f(1.0f), two = FS_splat8f(2.0f);
+    for (ptrdiff_t j = 0; j < width; j += 4) {
+        FS_v8i positive[4];
+        FS_v8f t[4];
+        FS_EACH(k, 4) {
+            positive[k] = c[j + k] >= zero;
+            t[k] = FS_select8f(positive[k], -c[j + k], c[j + k]);
+        }
+        FS_expf_lanes(t, 4, 0);
+        FS_EACH(k, 4) f[j + k] = two - FS_select8f(positive[k], one, t[k]) / (one + t[k]);
+    }
+}
+
+static inline FS_v4d FS_short_max_f64(const FS_v4d *c, ptrdiff_t n)
+{
+    FS_v4d m = FS_splat4d(-INFINITY);
+    for (ptrdiff_t j = 0; j < n; j++)
+        m = FS_vmax4d(c[j], m);
+    return m;
+}
+
+/* FS_short_gaps_f32 with FS_GAP_ROW's double gaps */
+static inline void FS_short_gaps_f64(FS_v4d *c, ptrdiff_t width, FS_v4d m)
+{
+    const FS_v4d zero = FS_splat4d(0.0);
+    const FS_v4d m_neg = FS_select4d(m < zero, m, zero), m_tail = FS_softplus_tail_v4(m);
+    for (ptrdiff_t j = 0; j < width; j += 4)
+        FS_sigsoftmax_gap_lanes(c + j, 4, m, m_neg, m_tail);
+}
+
+static inline int FS_short_exps_f64(const FS_v4d *c, FS_v4d m, FS_v4d *e, ptrdiff_t n,
+                                    ptrdiff_t width)
+{
+    FS_v4l far = {0, 0, 0, 0};
+    for (ptrdiff_t j = 0; j < width; j++) {
+        e[j] = c[j] - m;
+        if (j < n)
+            far |= e[j] < -708.0;
+    }
+    const int general = FS_any4(far);
+    for (ptrdiff_t j = 0; j < width; j += 4) {
+        if (general)
+            FS_exp_lanes(e + j, 4, 0);
+        else
+            FS_exp_lanes(e + j, 4, 1);
+    }
+    return general;
+}
+
+static inline FS_v4l FS_short_off_max_f64(const FS_v4d *c, FS_v4d m, const FS_v4d *e,
+                                          FS_v4d *off, ptrdiff_t n)
+{
+    FS_v4l ties = {0, 0, 0, 0};
+    for (ptrdiff_t j = 0; j < n; j++) {
+        FS_v4l at_max = c[j] == m;
+        ties -= at_max;
+        off[j] = (FS_v4d)((FS_v4l)e[j] & ~at_max);
+    }
+    return ties;
+}
+
+static inline void FS_short_two_minus_sigmoid_f64(const FS_v4d *c, FS_v4d *f, ptrdiff_t width)
+{
+    const FS_v4d zero = FS_splat4d(0.0), one = FS_splat4d(1.0), two = FS_splat4d(2.0);
+    for (ptrdiff_t j = 0; j < width; j += 4) {
+        FS_v4l positive[4];
+        FS_v4d t[4];
+        FS_EACH(k, 4) {
+            positive[k] = c[j + k] >= zero;
+            t[k] = FS_select4d(positive[k], -c[j + k], c[j + k]);
+        }
+        FS_exp_lanes(t, 4, 0);
+        FS_EACH(k, 4) f[j + k] = two - FS_select4d(positive[k], one, t[k]) / (one + t[k]);
+    }
+}
+
 #if defined(__AVX2__)
 /* Packed rows (step n) written back without a transpose: vector v of a group's 8n values
    holds rows row_of[v] = (8v + lane) / n, so a per-row vector (lane = row) is spread over
@@ -176,61 +380,22 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
         const ptrdiff_t rows = n_rows - first < 8 ? n_rows - first : 8;
         const ptrdiff_t room = in_place ? 0 : (n_rows - first - rows) * n;
         FS_v8f c[FS_SHORT_MAX], e[FS_SHORT_MAX];
-        FS_v8i far = {0, 0, 0, 0, 0, 0, 0, 0}, ties = far;
-        FS_v4d acc_low[8], acc_high[8], low, high;
-        FS_v8f m = FS_splat8f(-INFINITY);
+        FS_v8i ties = {0, 0, 0, 0, 0, 0, 0, 0};
+        FS_v4d low, high;
         ptrdiff_t j;
         FS_columns_f32(x + first * x_step, x_step, rows, n, c);
-        for (j = 0; j < n; j++)
-            m = FS_vmax8f(c[j], m);                       /* NaN never becomes the max */
+        FS_v8f m = FS_short_max_f32(c, n);
         if (sig) {
-            /* sigsoftmax: the gaps of FS_sigsoftmax_gap_f32f (the row max's own gap is 0),
-               then softmax of the gaps with shift 0 */
-            const FS_v8f zero = FS_splat8f(0.0f);
-            const FS_v8f m_neg = FS_select8f(m < zero, m, zero), m_tail = FS_softplus_tail_v8(m, 0);
-            for (j = 0; j < width; j += 4)
-                FS_sigsoftmax_gapf_lanes(c + j, 4, m, m_neg, m_tail, 0);
-            m = zero;
+            FS_short_gaps_f32(c, width, m);
+            m = FS_splat8f(0.0f);
         }
-        for (j = 0; j < width; j++) {
-            e[j] = c[j] - m;
-            if (j < n)
-                far |= e[j] < -87.0f;                     /* outside the short path */
-        }
-        for (; j < ((n + 7) & ~(ptrdiff_t)7); j++)
+        const int general = FS_short_exps_f32(c, m, e, n, width);
+        for (j = width; j < ((n + 7) & ~(ptrdiff_t)7); j++)
             e[j] = FS_splat8f(0.0f);                      /* read by the 8x8 transposes only */
-        if (FS_any8(far))
-            for (j = 0; j < width; j += 4)
-                FS_expf_lanes(e + j, 4, 0);
-        else
-            for (j = 0; j < width; j += 4)
-                FS_expf_lanes(e + j, 4, 1);
         if (op != 0)
-            for (j = 0; j < n; j++) {                     /* the logs' sums leave the max out */
-                FS_v8i at_max = c[j] == m;
-                ties -= at_max;
-                e[j] = (FS_v8f)((FS_v8i)e[j] & ~at_max);
-            }
-        /* FS_exp_store_sum_f32_impl's sum: lane k of its two double accumulators is
-           acc_*[k] here (k < 4: acc0, else acc1), for rows 0-3 (low) and 4-7 (high) */
-        for (int k = 0; k < 8; k++)
-            acc_low[k] = acc_high[k] = FS_splat4d(0.0);
-        for (j = 0; j + 16 <= n; j += 16)
-            for (int k = 0; k < 8; k++) {
-                FS_widen8f(e[j + k] + e[j + 8 + k], &low, &high);
-                acc_low[k] += low;
-                acc_high[k] += high;
-            }
-        for (; j < n; j += 8)
-            for (int k = 0; k < 8 && j + k < n; k++) {    /* the masked lanes add +0 */
-                FS_widen8f(e[j + k], &low, &high);
-                acc_low[k] += low;
-                acc_high[k] += high;
-            }
-        FS_v4d total_low = ((acc_low[0] + acc_low[4]) + (acc_low[2] + acc_low[6]))
-                           + ((acc_low[1] + acc_low[5]) + (acc_low[3] + acc_low[7]));
-        FS_v4d total_high = ((acc_high[0] + acc_high[4]) + (acc_high[2] + acc_high[6]))
-                            + ((acc_high[1] + acc_high[5]) + (acc_high[3] + acc_high[7]));
+            ties = FS_short_off_max_f32(c, m, e, e, n);
+        FS_v4d total_low, total_high;
+        FS_short_sum_f32(e, n, &total_low, &total_high);
         if (op == 0) {
             /* FS_scale_f32: the double reciprocal as two floats, applied with one rounding */
             FS_v4d inverse_low = 1.0 / total_low, inverse_high = 1.0 / total_high;
@@ -243,7 +408,6 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
                    instead of transposing them back */
                 const float *xg = x + first * n;
                 float *yg = y + first * n;
-                const int general = FS_any8(far);
                 FS_v8f block[4];
                 for (j = 0; j < n; j += 4) {
                     if (j + 4 <= n) {
@@ -318,25 +482,6 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
     }
 }
 
-/* FS_fold_kahan4d's Neumaier fold of 8 Kahan lanes, for 4 rows at once (lane = row) */
-static inline FS_v4d FS_short_fold_kahan(const FS_v4d *s0, const FS_v4d *c0, const FS_v4d *s1,
-                                         const FS_v4d *c1)
-{
-    const FS_v4l magnitude = {0x7fffffffffffffffLL, 0x7fffffffffffffffLL,
-                              0x7fffffffffffffffLL, 0x7fffffffffffffffLL};
-    FS_v4d total = FS_splat4d(0.0), compensation = FS_splat4d(0.0);
-    for (int k = 0; k < 8; k++) {
-        FS_v4d lane = k < 4 ? s0[k] : s1[k - 4];
-        FS_v4d lost = k < 4 ? c0[k] : c1[k - 4];
-        FS_v4d t = total + lane;
-        FS_v4l total_larger = (FS_v4d)((FS_v4l)total & magnitude) >= (FS_v4d)((FS_v4l)lane & magnitude);
-        compensation += FS_select4d(total_larger, (total - t) + lane, (lane - t) + total);
-        total = t;
-        compensation -= lost;
-    }
-    return FS_select4d((total - total) == 0.0, total + compensation, total);
-}
-
 /* FS_short_rows_f32 for double rows, 4 per group */
 static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *y, ptrdiff_t y_step,
                                      ptrdiff_t n_rows, ptrdiff_t n, int op)
@@ -355,58 +500,25 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
     for (ptrdiff_t first = 0; first < n_rows; first += 4) {
         const ptrdiff_t rows = n_rows - first < 4 ? n_rows - first : 4;
         const ptrdiff_t room = in_place ? 0 : (n_rows - first - rows) * n;
-        FS_v4d c[FS_SHORT_MAX], e[FS_SHORT_MAX], s0[4], c0[4], s1[4], c1[4];
-        FS_v4l far = {0, 0, 0, 0}, ties = far;
-        FS_v4d m = FS_splat4d(-INFINITY);
+        FS_v4d c[FS_SHORT_MAX], e[FS_SHORT_MAX];
+        FS_v4l ties = {0, 0, 0, 0};
         ptrdiff_t j;
         FS_columns_f64(x + first * x_step, x_step, rows, n, c);
-        for (j = 0; j < n; j++)
-            m = FS_vmax4d(c[j], m);
+        FS_v4d m = FS_short_max_f64(c, n);
         if (sig) {
-            /* as in FS_short_rows_f32, with FS_GAP_ROW's double gaps */
-            const FS_v4d m_neg = FS_select4d(m < zero, m, zero);
-            const FS_v4d m_tail = FS_softplus_tail_v4(m);
-            for (j = 0; j < width; j += 4)
-                FS_sigsoftmax_gap_lanes(c + j, 4, m, m_neg, m_tail);
+            FS_short_gaps_f64(c, width, m);
             m = zero;
         }
-        for (j = 0; j < width; j++) {
-            e[j] = c[j] - m;
-            if (j < n)
-                far |= e[j] < -708.0;
-        }
-        if (FS_any4(far))
-            for (j = 0; j < width; j += 4)
-                FS_exp_lanes(e + j, 4, 0);
-        else
-            for (j = 0; j < width; j += 4)
-                FS_exp_lanes(e + j, 4, 1);
+        const int general = FS_short_exps_f64(c, m, e, n, width);
         if (op != 0)
-            for (j = 0; j < n; j++) {
-                FS_v4l at_max = c[j] == m;
-                ties -= at_max;
-                e[j] = (FS_v4d)((FS_v4l)e[j] & ~at_max);
-            }
-        /* FS_exp_store_sum_f64_impl's Kahan lanes: s0/c0 take the first vector of each
-           pair of 4 values, s1/c1 the second, the tail goes to s0/c0 with zeros past n */
-        for (int k = 0; k < 4; k++)
-            s0[k] = c0[k] = s1[k] = c1[k] = zero;
-        for (j = 0; j + 8 <= n; j += 8)
-            for (int k = 0; k < 4; k++) {
-                FS_kahan4d(&s0[k], &c0[k], e[j + k]);
-                FS_kahan4d(&s1[k], &c1[k], e[j + 4 + k]);
-            }
-        for (; j < n; j += 4)
-            for (int k = 0; k < 4; k++)
-                FS_kahan4d(&s0[k], &c0[k], j + k < n ? e[j + k] : zero);
-        FS_v4d total = FS_short_fold_kahan(s0, c0, s1, c1);
+            ties = FS_short_off_max_f64(c, m, e, e, n);
+        FS_v4d total = FS_short_sum_f64(e, n);
         if (op == 0) {
 #if FS_SHORT_ROW_MAJOR
             if (row_major && rows == 4) {
                 /* as in FS_short_rows_f32: the exponentials again, in row order */
                 const double *xg = x + first * n;
                 double *yg = y + first * n;
-                const int general = FS_any4(far);
                 FS_v4d block[4];
                 for (j = 0; j < n; j += 4) {
                     if (j + 4 <= n) {
@@ -470,6 +582,168 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
     }
 }
 
+/* Cross-entropy with index targets and no smoothing for short rows: _loss.pxi's
+   _row_cross_entropy_index replayed lane-wise, 8 float rows (4 double rows) per group,
+   bit for bit.  losses[r] = w_t (log S - d_t); when grad is not NULL its rows receive
+   scale_r w_t (p - onehot(t)), times 2 - sigmoid(x) for sigsoftmax (sig), where
+   scale_r = grad_scales[r] (grad_scale when grad_scales is NULL).  Rows whose target is
+   ignore_index get loss 0 and a zero gradient row.  grad may be x itself: a group is read
+   whole before any of it is written.  targets must be valid or ignore_index. */
+static inline void FS_short_cross_entropy_f32(
+    const float *x, ptrdiff_t x_step, ptrdiff_t n_rows, ptrdiff_t n, int sig,
+    const long long *targets, long long ignore_index, const double *w, double *losses,
+    float *grad, ptrdiff_t grad_step, const double *grad_scales, double grad_scale)
+{
+    const ptrdiff_t width = (n + 3) & ~(ptrdiff_t)3;
+    const int in_place = grad != NULL
+                         && FS_short_overlap(x, x_step, grad, grad_step, n_rows, n, sizeof(float));
+    for (ptrdiff_t first = 0; first < n_rows; first += 8) {
+        const ptrdiff_t rows = n_rows - first < 8 ? n_rows - first : 8;
+        FS_v8f c[FS_SHORT_MAX], e[FS_SHORT_MAX], off[FS_SHORT_MAX], factor[FS_SHORT_MAX];
+        FS_v8i kept = {0, 0, 0, 0, 0, 0, 0, 0};
+        FS_v4d total_low, total_high, low, high, max_low, max_high;
+        double row_factor[8], inverse[8];
+        ptrdiff_t j;
+        FS_columns_f32(x + first * x_step, x_step, rows, n, c);
+        FS_v8f m = FS_short_max_f32(c, n);
+        const FS_v8f x_max = m;
+        if (sig) {
+            if (grad != NULL)
+                FS_short_two_minus_sigmoid_f32(c, factor, width);
+            FS_short_gaps_f32(c, width, m);
+            m = FS_splat8f(0.0f);
+        }
+        FS_short_exps_f32(c, m, e, n, width);
+        const FS_v8i ties = FS_short_off_max_f32(c, m, e, off, n);
+        FS_short_sum_f32(off, n, &total_low, &total_high);
+        FS_widen8f(x_max, &max_low, &max_high);           /* +inf logit: the row is NaN */
+        total_low = FS_select4d(max_low == INFINITY, FS_splat4d(NAN), total_low);
+        total_high = FS_select4d(max_high == INFINITY, FS_splat4d(NAN), total_high);
+        FS_widen8f(__builtin_convertvector(ties - 1, FS_v8f), &low, &high);
+        FS_v4d norm_low = FS_log1p_v4(total_low + low), norm_high = FS_log1p_v4(total_high + high);
+        FS_OPAQUE(norm_low);
+        FS_OPAQUE(norm_high);
+        FS_widen8f(__builtin_convertvector(ties, FS_v8f), &low, &high);
+        FS_v4d sums_low = total_low + low, sums_high = total_high + high;
+        for (ptrdiff_t r = 0; r < 8; r++) {
+            const long long t = r < rows ? targets[first + r] : ignore_index;
+            const double sum = r < 4 ? sums_low[r] : sums_high[r - 4];
+            inverse[r] = 0.0;
+            if (t == ignore_index) {
+                if (r < rows)
+                    losses[first + r] = 0.0;
+                continue;
+            }
+            kept[r] = -1;
+            const double w_t = w[t];
+            const double target_d = (double)c[t][r] - (double)m[r];
+            const double norm = r < 4 ? norm_low[r] : norm_high[r - 4];
+            losses[first + r] = w_t == 0 ? 0.0 : w_t * (norm - target_d);
+            row_factor[r] = (grad_scales != NULL ? grad_scales[first + r] : grad_scale) * w_t;
+            inverse[r] = 1.0 / (sum / row_factor[r]);
+        }
+        if (grad == NULL)
+            continue;
+        /* FS_scale_f32's two-float reciprocal, then the sigsoftmax factor */
+        FS_v4d inverse_low, inverse_high;
+        memcpy(&inverse_low, inverse, sizeof inverse_low);
+        memcpy(&inverse_high, inverse + 4, sizeof inverse_high);
+        FS_v8f h = FS_narrow8f(inverse_low, inverse_high);
+        FS_widen8f(h, &low, &high);
+        FS_v8f l = FS_narrow8f(inverse_low - low, inverse_high - high);
+        FS_v8f g[FS_SHORT_MAX];
+        for (j = 0; j < n; j++) {
+            g[j] = e[j] * h + e[j] * l;
+            if (sig)
+                g[j] = g[j] * factor[j];
+            g[j] = (FS_v8f)((FS_v8i)g[j] & kept);
+        }
+        FS_store_columns_f32(g, rows, n, grad + first * grad_step, grad_step,
+                             in_place ? 0 : (n_rows - first - rows) * n);
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            const long long t = targets[first + r];
+            if (t == ignore_index)
+                continue;
+            const double sum = r < 4 ? sums_low[r] : sums_high[r - 4];
+            double value = row_factor[r] * ((double)e[t][r] / sum - 1.0);
+            if (sig)
+                value = value * (double)factor[t][r];
+            grad[(first + r) * grad_step + t] = (float)value;
+        }
+    }
+}
+
+/* FS_short_cross_entropy_f32 for double rows, 4 per group */
+static inline void FS_short_cross_entropy_f64(
+    const double *x, ptrdiff_t x_step, ptrdiff_t n_rows, ptrdiff_t n, int sig,
+    const long long *targets, long long ignore_index, const double *w, double *losses,
+    double *grad, ptrdiff_t grad_step, const double *grad_scales, double grad_scale)
+{
+    const ptrdiff_t width = (n + 3) & ~(ptrdiff_t)3;
+    const int in_place = grad != NULL
+                         && FS_short_overlap(x, x_step, grad, grad_step, n_rows, n, sizeof(double));
+    const FS_v4d zero = FS_splat4d(0.0);
+    for (ptrdiff_t first = 0; first < n_rows; first += 4) {
+        const ptrdiff_t rows = n_rows - first < 4 ? n_rows - first : 4;
+        FS_v4d c[FS_SHORT_MAX], e[FS_SHORT_MAX], off[FS_SHORT_MAX], factor[FS_SHORT_MAX];
+        FS_v4l kept = {0, 0, 0, 0};
+        FS_v4d divisor = zero, row_factor = zero;
+        ptrdiff_t j;
+        FS_columns_f64(x + first * x_step, x_step, rows, n, c);
+        FS_v4d m = FS_short_max_f64(c, n);
+        const FS_v4d x_max = m;
+        if (sig) {
+            if (grad != NULL)
+                FS_short_two_minus_sigmoid_f64(c, factor, width);
+            FS_short_gaps_f64(c, width, m);
+            m = zero;
+        }
+        FS_short_exps_f64(c, m, e, n, width);
+        const FS_v4l ties = FS_short_off_max_f64(c, m, e, off, n);
+        FS_v4d total = FS_short_sum_f64(off, n);
+        total = FS_select4d(x_max == INFINITY, FS_splat4d(NAN), total);
+        FS_v4d norm = FS_log1p_v4(total + __builtin_convertvector(ties - 1, FS_v4d));
+        FS_OPAQUE(norm);
+        FS_v4d sums = total + __builtin_convertvector(ties, FS_v4d);
+        for (ptrdiff_t r = 0; r < 4; r++) {
+            const long long t = r < rows ? targets[first + r] : ignore_index;
+            if (t == ignore_index) {
+                if (r < rows)
+                    losses[first + r] = 0.0;
+                continue;
+            }
+            kept[r] = -1;
+            const double w_t = w[t];
+            const double target_d = c[t][r] - m[r];
+            losses[first + r] = w_t == 0 ? 0.0 : w_t * (norm[r] - target_d);
+            row_factor[r] = (grad_scales != NULL ? grad_scales[first + r] : grad_scale) * w_t;
+            divisor[r] = sums[r] / row_factor[r];
+        }
+        if (grad == NULL)
+            continue;
+        FS_v4d g[FS_SHORT_MAX];
+        for (j = 0; j < n; j++) {
+            g[j] = e[j] / divisor;                        /* FS_divide_f64 */
+            if (sig)
+                g[j] = g[j] * factor[j];
+            g[j] = (FS_v4d)((FS_v4l)g[j] & kept);
+        }
+        FS_store_columns_f64(g, rows, n, grad + first * grad_step, grad_step,
+                             in_place ? 0 : (n_rows - first - rows) * n);
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            const long long t = targets[first + r];
+            if (t == ignore_index)
+                continue;
+            double value = row_factor[r] * (e[t][r] / sums[r] - 1.0);
+            if (sig)
+                value = value * factor[t][r];
+            grad[(first + r) * grad_step + t] = value;
+        }
+    }
+}
+
+#define FS_SHORT_CROSS_ENTROPY 1
+
 #else /* no vector extensions: the row loops, row by row */
 
 #define FS_SHORT_ROWS_SCALAR(T, SUFFIX, GAP)                                                \
@@ -509,6 +783,21 @@ static inline void FS_short_scale_f64(double *y, ptrdiff_t n, double total) { FS
 #define FS_SHORT_GAP_F64(row, gaps, n, m) FS_sigsoftmax_gap_f64(row, gaps, n, m)
 FS_SHORT_ROWS_SCALAR(float, f32, FS_SHORT_GAP_F32)
 FS_SHORT_ROWS_SCALAR(double, f64, FS_SHORT_GAP_F64)
+
+/* never called: the cross-entropy kernels keep their row loops (_loss.pxi) */
+#define FS_SHORT_CROSS_ENTROPY 0
+#define FS_SHORT_CROSS_ENTROPY_STUB(T, SUFFIX)                                              \
+    static inline void FS_short_cross_entropy_##SUFFIX(                                     \
+        const T *x, ptrdiff_t x_step, ptrdiff_t n_rows, ptrdiff_t n, int sig,               \
+        const long long *targets, long long ignore_index, const double *w, double *losses,  \
+        T *grad, ptrdiff_t grad_step, const double *grad_scales, double grad_scale)         \
+    {                                                                                       \
+        (void)x; (void)x_step; (void)n_rows; (void)n; (void)sig; (void)targets;             \
+        (void)ignore_index; (void)w; (void)losses; (void)grad; (void)grad_step;             \
+        (void)grad_scales; (void)grad_scale;                                                \
+    }
+FS_SHORT_CROSS_ENTROPY_STUB(float, f32)
+FS_SHORT_CROSS_ENTROPY_STUB(double, f64)
 
 #endif /* FS_HAVE_VECTOR_EXTENSIONS */
 

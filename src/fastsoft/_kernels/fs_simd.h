@@ -21,9 +21,9 @@
  *    lanes are folded in a fixed order, so every thread count gives the same bits.  The
  *    exponential has a short path for rows whose values are all within its normal range
  *    of the max (same bits as the general path).
- * 5. Also here: the cross-entropy tiles' helpers (a vector log1p, sums in the row loops'
- *    order; fs_short.h has the forward functions' short rows), block transposes for a non-last axis, sigsoftmax's float gaps and gradient
- *    factor, and streaming stores.
+ * 5. Also here: a vector log1p (the log normalisers), block transposes (a non-last axis
+ *    and fs_short.h's short rows), sigsoftmax's float gaps and gradient factor, and
+ *    streaming stores.
  * 6. Compilers without vector extensions (not GCC/Clang) fall back to the scalar loops at
  *    the bottom of each function, which compute the same values.
  */
@@ -141,6 +141,11 @@ static inline void FS_store4d_tail(double *y, FS_v4d v, ptrdiff_t k)
    8 floats with one vector at a time, 6.5 with four).  count is a compile-time constant
    at every call, so the loops unroll into straight-line code. */
 #define FS_LANES_MAX 4
+
+/* The value of v as computed so far: the compiler may not fuse its last operation with
+   the next one (FMA contraction across an inlined function), so that a result formed
+   from it rounds as it does where the same function is not inlined (the row loops). */
+#define FS_OPAQUE(v) __asm__("" : "+m"(v))
 #define FS_EACH(k, count) _Pragma("GCC unroll 4") for (int k = 0; k < (count); k++)
 
 /* s (1 + p) rounded once, for a power of two s whose product stays normal: with FMA the
@@ -820,64 +825,6 @@ static inline void FS_log1p_array(const double *t, double *out, ptrdiff_t n)
 #endif
 }
 
-/* The sum of exponentials e[0:n] taken in exactly the order FS_exp_store_sum_* and
-   FS_exp_sum_off_max_* add them (pairs of 8-lane float vectors into double lanes; Kahan
-   lanes for double), so that a row computed from a buffer of exponentials (the short-row
-   tiles) gets the same bits as the same row computed by the row loops. */
-static inline double FS_sum_as_exp_f32(const float *e, ptrdiff_t n)
-{
-    ptrdiff_t j = 0;
-#if FS_HAVE_VECTOR_EXTENSIONS
-    FS_v4d acc0 = FS_splat4d(0.0), acc1 = FS_splat4d(0.0), lo, hi;
-    FS_v8f a, b;
-    for (; j + 16 <= n; j += 16) {
-        memcpy(&a, e + j, sizeof a);
-        memcpy(&b, e + j + 8, sizeof b);
-        FS_widen8f(a + b, &lo, &hi);
-        acc0 += lo;
-        acc1 += hi;
-    }
-    for (; j < n; j += 8) {
-        ptrdiff_t k = n - j < 8 ? n - j : 8;
-        a = FS_load8f_tail(e + j, k, 0.0f);
-        FS_widen8f(a, &lo, &hi);
-        acc0 += lo;
-        acc1 += hi;
-    }
-    return FS_fold4d(acc0, acc1);
-#else
-    double total = 0.0;
-    for (; j < n; j++)
-        total += e[j];
-    return total;
-#endif
-}
-
-static inline double FS_sum_as_exp_f64(const double *e, ptrdiff_t n)
-{
-    ptrdiff_t j = 0;
-#if FS_HAVE_VECTOR_EXTENSIONS
-    FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0, a, b;
-    for (; j + 8 <= n; j += 8) {
-        memcpy(&a, e + j, sizeof a);
-        memcpy(&b, e + j + 4, sizeof b);
-        FS_kahan4d(&s0, &c0, a);
-        FS_kahan4d(&s1, &c1, b);
-    }
-    for (; j < n; j += 4) {
-        ptrdiff_t k = n - j < 4 ? n - j : 4;
-        a = FS_load4d_tail(e + j, k, 0.0);
-        FS_kahan4d(&s0, &c0, a);
-    }
-    return FS_fold_kahan4d(s0, c0, s1, c1);
-#else
-    double total = 0.0;
-    for (; j < n; j++)
-        total += e[j];
-    return total;
-#endif
-}
-
 /* log(1 + t) for one t >= 0 through the vector code, so that it equals FS_log1p_array's */
 static inline double FS_log1p_one(double t)
 {
@@ -1035,24 +982,27 @@ static inline void FS_prefetch_write(void *p)
 #endif
 }
 
-static inline void FS_transpose8x8_f32(const float *src, ptrdiff_t src_stride, float *dst,
-                                       ptrdiff_t dst_stride)
+/* The transposes are unrolled by hand-given pragmas and always inlined: left as a loop,
+   GCC copied the eight rows through the stack in 16-byte halves and read them back whole,
+   a store-forwarding stall per row (half the time of a column strip). */
+static inline __attribute__((always_inline)) void
+FS_transpose8x8_f32(const float *src, ptrdiff_t src_stride, float *dst, ptrdiff_t dst_stride)
 {
 #if FS_HAVE_VECTOR_EXTENSIONS
     FS_v8f r[8], t[8], u[8], c;
-    for (int i = 0; i < 8; i++)
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
         memcpy(&r[i], src + i * src_stride, sizeof r[i]);
-    for (int i = 0; i < 8; i += 2) {
+    _Pragma("GCC unroll 4") for (int i = 0; i < 8; i += 2) {
         t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
         t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
     }
-    for (int i = 0; i < 8; i += 4) {
+    _Pragma("GCC unroll 2") for (int i = 0; i < 8; i += 4) {
         u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
         u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
         u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
         u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
     }
-    for (int i = 0; i < 4; i++) {
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
         c = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
         memcpy(dst + i * dst_stride, &c, sizeof c);
         c = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
@@ -1065,12 +1015,12 @@ static inline void FS_transpose8x8_f32(const float *src, ptrdiff_t src_stride, f
 #endif
 }
 
-static inline void FS_transpose4x4_f64(const double *src, ptrdiff_t src_stride, double *dst,
-                                       ptrdiff_t dst_stride)
+static inline __attribute__((always_inline)) void
+FS_transpose4x4_f64(const double *src, ptrdiff_t src_stride, double *dst, ptrdiff_t dst_stride)
 {
 #if FS_HAVE_VECTOR_EXTENSIONS
     FS_v4d r[4], t[4], c;
-    for (int i = 0; i < 4; i++)
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)
         memcpy(&r[i], src + i * src_stride, sizeof r[i]);
     t[0] = __builtin_shufflevector(r[0], r[1], 0, 4, 2, 6);
     t[1] = __builtin_shufflevector(r[0], r[1], 1, 5, 3, 7);
