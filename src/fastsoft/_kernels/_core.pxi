@@ -489,7 +489,7 @@ def columns_forward(cnp.ndarray x not None, cnp.ndarray out not None, int op, in
     # units of whole cache lines per row, as many as keep a strip (n rows of the unit's
     # columns) within 256 KiB per thread, so it stays in L2 between the row passes
     cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(x)
-    cdef Py_ssize_t lines = int(__import__("os").environ.get("FS_LINES", "4"))
+    cdef Py_ssize_t lines = max(1, min(4, (256 * 1024) // (n * 64)))
     cdef Py_ssize_t width = lines * 64 // itemsize
     cdef cnp.ndarray strips = np.empty(n_threads * n * width * itemsize, dtype=np.uint8)
     cdef void* sd = cnp.PyArray_DATA(strips)
