@@ -157,9 +157,8 @@ cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* ma
             for j in range(n):
                 v[j] = <real>(gap[j] - log_norm)
         else:
-            total = _row_exp_shifted_sum(gap, gap, n, 0.0, short_exp)
-            for j in range(n):
-                v[j] = <real>(gap[j] / total)
+            total = _row_exp_shifted_sum(gap, <double*>v, n, 0.0, short_exp)
+            _row_scale(v, n, total)
     if mask != NULL:
         _row_fill_masked(v, mask, n, -INFINITY if log_output else 0)
 

@@ -278,6 +278,17 @@ static inline void FS_short_two_minus_sigmoid_f32(const FS_v8f *c, FS_v8f *f, pt
     }
 }
 
+/* FS_reciprocal_split of every lane */
+static inline void FS_short_reciprocal_split(FS_v4d total, FS_v4d *hi, FS_v4d *lo)
+{
+    for (int r = 0; r < 4; r++) {
+        double h, l;
+        FS_reciprocal_split(total[r], &h, &l);
+        (*hi)[r] = h;
+        (*lo)[r] = l;
+    }
+}
+
 static inline FS_v4d FS_short_max_f64(const FS_v4d *c, ptrdiff_t n)
 {
     FS_v4d m = FS_splat4d(-INFINITY);
@@ -514,6 +525,8 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
             ties = FS_short_off_max_f64(c, m, e, e, n);
         FS_v4d total = FS_short_sum_f64(e, n);
         if (op == 0) {
+            FS_v4d hi, lo;
+            FS_short_reciprocal_split(total, &hi, &lo);
 #if FS_SHORT_ROW_MAJOR
             if (row_major && rows == 4) {
                 /* as in FS_short_rows_f32: the exponentials again, in row order */
@@ -531,7 +544,8 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
                         else
                             FS_exp_lanes(block, 4, 1);
                         FS_EACH(k, 4) {
-                            block[k] = block[k] / FS_spread_rows4d(total, row_of[j + k]);
+                            block[k] = FS_scale_split4d(block[k], FS_spread_rows4d(hi, row_of[j + k]),
+                                                     FS_spread_rows4d(lo, row_of[j + k]));
                             memcpy(yg + 4 * (j + k), &block[k], sizeof block[k]);
                         }
                     } else {
@@ -542,7 +556,8 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
                                 FS_exp_lanes(block, 1, 0);
                             else
                                 FS_exp_lanes(block, 1, 1);
-                            block[0] = block[0] / FS_spread_rows4d(total, row_of[v]);
+                            block[0] = FS_scale_split4d(block[0], FS_spread_rows4d(hi, row_of[v]),
+                                                     FS_spread_rows4d(lo, row_of[v]));
                             memcpy(yg + 4 * v, &block[0], sizeof block[0]);
                         }
                     }
@@ -551,7 +566,7 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
             }
 #endif
             for (j = 0; j < n; j++)
-                e[j] = e[j] / total;
+                e[j] = FS_scale_split4d(e[j], hi, lo);
             FS_store_columns_f64(e, rows, n, y + first * y_step, y_step, room);
             continue;
         }
@@ -721,9 +736,10 @@ static inline void FS_short_cross_entropy_f64(
         }
         if (grad == NULL)
             continue;
-        FS_v4d g[FS_SHORT_MAX];
+        FS_v4d g[FS_SHORT_MAX], hi, lo;
+        FS_short_reciprocal_split(divisor, &hi, &lo);
         for (j = 0; j < n; j++) {
-            g[j] = e[j] / divisor;                        /* FS_divide_f64 */
+            g[j] = FS_scale_split4d(e[j], hi, lo);        /* FS_divide_f64 */
             if (sig)
                 g[j] = g[j] * factor[j];
             g[j] = (FS_v4d)((FS_v4l)g[j] & kept);

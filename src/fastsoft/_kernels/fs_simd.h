@@ -677,21 +677,70 @@ static inline double FS_exp_sum_off_max_f64(const double *x, ptrdiff_t n, double
                   : FS_exp_store_sum_f64_impl(x, NULL, n, m, 0, ties);
 }
 
-/* y[j] /= total (a true division: double rows keep correctly rounded quotients) */
+/* Division of double rows by their sum, as a multiplication: vdivpd takes 4-5 cycles per
+   vector on Zen 3, more than everything else a value of softmax costs bar the
+   exponential.  1/total is carried in two parts, hi = fl(1/total) and lo ~ 1/total - hi
+   (from the exact residual 1 - total * hi), and y * hi + y * lo is rounded once (FMA):
+   the correctly rounded quotient but for values within ~2^-100 of a rounding boundary.
+   Without FMA the two products are rounded apart, within one ulp. */
+static inline void FS_reciprocal_split(double total, double *hi, double *lo)
+{
+    double h = 1.0 / total, r;
+#if defined(__FMA__)
+    r = __builtin_fma(-total, h, 1.0);
+#else
+    /* Dekker's exact product total * h = p + q (Veltkamp splits), r = (1 - p) - q */
+    const double split = 134217729.0;                   /* 2^27 + 1 */
+    double p = total * h, ta = split * total, ha = split * h;
+    double t_hi = ta - (ta - total), t_lo = total - t_hi;
+    double h_hi = ha - (ha - h), h_lo = h - h_hi;
+    double q = ((t_hi * h_hi - p) + t_hi * h_lo + t_lo * h_hi) + t_lo * h_lo;
+    r = (1.0 - p) - q;
+#endif
+    *hi = h;
+    /* an infinite or zero total (a zero-weight row's divisor, 1/inf = 0) leaves r NaN
+       or infinite: the plain reciprocal then says all */
+    *lo = r - r == 0 ? r * h : 0.0;
+}
+
+/* y * (hi + lo) rounded once where FMA allows */
+static inline double FS_scale_split(double y, double hi, double lo)
+{
+#if defined(__FMA__)
+    return __builtin_fma(y, hi, y * lo);
+#else
+    return y * hi + y * lo;
+#endif
+}
+
+#if FS_HAVE_VECTOR_EXTENSIONS
+static inline FS_v4d FS_scale_split4d(FS_v4d y, FS_v4d hi, FS_v4d lo)
+{
+#if defined(__FMA__)
+    return (FS_v4d)_mm256_fmadd_pd((__m256d)y, (__m256d)hi, (__m256d)(y * lo));
+#else
+    return y * hi + y * lo;
+#endif
+}
+#endif
+
+/* y[j] /= total through FS_reciprocal_split */
 static inline void FS_divide_f64(double *y, ptrdiff_t n, double total)
 {
+    double hi, lo;
     ptrdiff_t j = 0;
+    FS_reciprocal_split(total, &hi, &lo);
 #if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v4d t = FS_splat4d(total);
+    const FS_v4d h = FS_splat4d(hi), l = FS_splat4d(lo);
     FS_v4d a;
     for (; j + 4 <= n; j += 4) {
         memcpy(&a, y + j, sizeof a);
-        a = a / t;
+        a = FS_scale_split4d(a, h, l);
         memcpy(y + j, &a, sizeof a);
     }
 #endif
     for (; j < n; j++)
-        y[j] = y[j] / total;
+        y[j] = FS_scale_split(y[j], hi, lo);
 }
 
 static inline void FS_log_normalize_f64(const double *x, double *y, ptrdiff_t n, double m, double log_norm)
