@@ -194,11 +194,16 @@ static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
     ptrdiff_t j;
     for (int k = 0; k < 4; k++)
         s0[k] = c0[k] = s1[k] = c1[k] = zero;
-    for (j = 0; j + 8 <= n; j += 8)
+    for (j = 0; j + 16 <= n; j += 16)
         for (int k = 0; k < 4; k++) {
-            FS_kahan4d(&s0[k], &c0[k], e[j + k]);
-            FS_kahan4d(&s1[k], &c1[k], e[j + 4 + k]);
+            FS_kahan4d(&s0[k], &c0[k], e[j + k] + e[j + 4 + k]);
+            FS_kahan4d(&s1[k], &c1[k], e[j + 8 + k] + e[j + 12 + k]);
         }
+    if (j + 8 <= n) {
+        for (int k = 0; k < 4; k++)
+            FS_kahan4d(&s0[k], &c0[k], e[j + k] + e[j + 4 + k]);
+        j += 8;
+    }
     for (; j < n; j += 4)
         for (int k = 0; k < 4; k++)
             FS_kahan4d(&s0[k], &c0[k], j + k < n ? e[j + k] : zero);

@@ -575,8 +575,10 @@ static inline void FS_log_normalize_f32(const float *x, float *y, ptrdiff_t n, f
  * ------------------------------------------------------------------------------------- */
 
 #if FS_HAVE_VECTOR_EXTENSIONS
-/* One block of the loop below: count (2 or 4) whole vectors, exponentiated side by side
-   and added to the Kahan lanes in pairs, in order (as FS_exp_store_sum_block_f32). */
+/* One block of the loop below: count (2 or 4) whole vectors, exponentiated side by side;
+   each pair's sum is one Kahan step (s0/c0 the first pair, s1/c1 the second): half the
+   steps, whose chain of dependent additions bounded this loop, for a relative u of the
+   total at most. */
 static inline __attribute__((always_inline)) void
 FS_exp_store_sum_block_f64(const double *x, double *y, FS_v4d s, const int count, const int normal,
                            FS_v4l *ties, FS_v4d *s0, FS_v4d *c0, FS_v4d *s1, FS_v4d *c1)
@@ -595,10 +597,9 @@ FS_exp_store_sum_block_f64(const double *x, double *y, FS_v4d s, const int count
             *ties -= at_max;
             e[k] = (FS_v4d)((FS_v4l)e[k] & ~at_max);
         }
-    _Pragma("GCC unroll 2") for (int k = 0; k < count; k += 2) {
-        FS_kahan4d(s0, c0, e[k]);
-        FS_kahan4d(s1, c1, e[k + 1]);
-    }
+    FS_kahan4d(s0, c0, e[0] + e[1]);
+    if (count == 4)
+        FS_kahan4d(s1, c1, e[2] + e[3]);
 }
 #endif
 
