@@ -388,10 +388,14 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
     op = sig ? op - 3 : op;
     const int row_major = FS_SHORT_ROW_MAJOR && !sig && op != 2 && x_step == n && y_step == n;
     FS_v8i row_of[FS_SHORT_MAX];
-    if (row_major)
-        for (ptrdiff_t v = 0; v < n; v++)
-            for (int lane = 0; lane < 8; lane++)
-                row_of[v][lane] = (int)((8 * v + lane) / n);
+    if (row_major)                  /* value i of a group is in row i / n: counted, not divided */
+        for (ptrdiff_t i = 0, row = 0, col = 0; i < 8 * n; i++, col++) {
+            if (col == n) {
+                row++;
+                col = 0;
+            }
+            row_of[i / 8][i % 8] = (int)row;
+        }
     for (ptrdiff_t first = 0; first < n_rows; first += 8) {
         const ptrdiff_t rows = n_rows - first < 8 ? n_rows - first : 8;
         const ptrdiff_t room = in_place ? 0 : (n_rows - first - rows) * n;
@@ -508,10 +512,15 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
     op = sig ? op - 3 : op;
     const int row_major = FS_SHORT_ROW_MAJOR && !sig && op != 2 && x_step == n && y_step == n;
     FS_v8i row_of[FS_SHORT_MAX];
-    if (row_major)
-        for (ptrdiff_t v = 0; v < n; v++)
-            for (int half = 0; half < 8; half++)
-                row_of[v][half] = (int)(2 * ((4 * v + half / 2) / n) + half % 2);
+    if (row_major)                  /* 32-bit halves of value i: rows 2 (i / n), 2 (i / n) + 1 */
+        for (ptrdiff_t i = 0, row = 0, col = 0; i < 4 * n; i++, col++) {
+            if (col == n) {
+                row++;
+                col = 0;
+            }
+            row_of[i / 4][2 * (i % 4)] = (int)(2 * row);
+            row_of[i / 4][2 * (i % 4) + 1] = (int)(2 * row + 1);
+        }
     const FS_v4d zero = FS_splat4d(0.0);
     for (ptrdiff_t first = 0; first < n_rows; first += 4) {
         const ptrdiff_t rows = n_rows - first < 4 ? n_rows - first : 4;
