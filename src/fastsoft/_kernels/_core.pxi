@@ -34,6 +34,7 @@ from fastsoft._kernels._shims cimport (
     FS_exp_store_sum_f32, FS_exp_store_sum_f64, FS_exp_sum_off_max_f32, FS_exp_sum_off_max_f64,
     FS_scale_f32, FS_divide_f64, FS_log_normalize_f32, FS_log_normalize_f64,
     FS_sigsoftmax_gap_f32, FS_sigsoftmax_gap_f64, FS_sigsoftmax_gap_f32f,
+    FS_sigsoftmax_terms_f64, FS_sum_as_exp_f64,
     FS_transpose8x8_f32, FS_transpose4x4_f64, FS_two_minus_sigmoid_f32, FS_two_minus_sigmoid_f64,
     FS_store_fence,
     FS_log_normalize_stream_f32, FS_log_normalize_stream_f64, FS_prefetch, FS_prefetch_write, FS_log1p_one,
@@ -149,16 +150,17 @@ cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* ma
         else:
             total = _row_exp_shifted_sum[float](gap_f, v, n, 0, short_exp)
             _row_scale(v, n, total)
-    else:
+    elif log_output:
         _row_sigsoftmax_gap(z, gap, n, z_max)
-        if log_output:
-            total = _row_sum_exp_off_max(gap, n, 0.0, &n_at_max, short_exp)
-            log_norm = _log_normalizer(total, n_at_max)
-            for j in range(n):
-                v[j] = <real>(gap[j] - log_norm)
-        else:
-            total = _row_exp_shifted_sum(gap, <double*>v, n, 0.0, short_exp)
-            _row_scale(v, n, total)
+        total = _row_sum_exp_off_max(gap, n, 0.0, &n_at_max, short_exp)
+        log_norm = _log_normalizer(total, n_at_max)
+        for j in range(n):
+            v[j] = <real>(gap[j] - log_norm)
+    else:
+        # exp(gap) as a product, without the gap's log1p (fs_simd.h); the sum in the
+        # exponential loops' order
+        FS_sigsoftmax_terms_f64(<const double*>z, <double*>v, n, z_max)
+        _row_scale(v, n, FS_sum_as_exp_f64(<const double*>v, n))
     if mask != NULL:
         _row_fill_masked(v, mask, n, -INFINITY if log_output else 0)
 

@@ -530,11 +530,22 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
         ptrdiff_t j;
         FS_columns_f64(x + first * x_step, x_step, rows, n, c);
         FS_v4d m = FS_short_max_f64(c, n);
-        if (sig) {
-            FS_short_gaps_f64(c, width, m);
-            m = zero;
+        int general = 0;
+        if (sig && op == 0) {
+            /* sigsoftmax: FS_sigsoftmax_terms_f64's products, not exponentials of gaps */
+            FS_v4d m_neg, c_hi, c_lo, c_inverse;
+            FS_sigsoftmax_terms_constants(m, &m_neg, &c_hi, &c_lo, &c_inverse);
+            for (j = 0; j < width; j += 4) {
+                FS_EACH(k, 4) e[j + k] = c[j + k];
+                FS_sigsoftmax_terms_lanes(e + j, 4, m, m_neg, c_hi, c_lo, c_inverse);
+            }
+        } else {
+            if (sig) {
+                FS_short_gaps_f64(c, width, m);
+                m = zero;
+            }
+            general = FS_short_exps_f64(c, m, e, n, width);
         }
-        const int general = FS_short_exps_f64(c, m, e, n, width);
         if (op != 0)
             ties = FS_short_off_max_f64(c, m, e, e, n);
         FS_v4d total = FS_short_sum_f64(e, n);

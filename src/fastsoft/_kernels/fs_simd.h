@@ -793,6 +793,119 @@ static inline FS_v4d FS_sigsoftmax_gap_v4(FS_v4d z, FS_v4d m, FS_v4d m_neg, FS_v
     return z;
 }
 
+/* c - r d exactly, for r = fl(c / d) (the division's residual is a double): one FMA, or
+   Dekker's exact product without FMA */
+static inline FS_v4d FS_residual4d(FS_v4d c, FS_v4d r, FS_v4d d)
+{
+#if defined(__FMA__)
+    return (FS_v4d)_mm256_fnmadd_pd((__m256d)r, (__m256d)d, (__m256d)c);
+#else
+    const FS_v4d split = FS_splat4d(134217729.0);      /* 2^27 + 1 */
+    FS_v4d p = r * d, ra = split * r, da = split * d;
+    FS_v4d r_hi = ra - (ra - r), r_lo = r - r_hi, d_hi = da - (da - d), d_lo = d - d_hi;
+    FS_v4d q = ((r_hi * d_hi - p) + r_hi * d_lo + r_lo * d_hi) + r_lo * d_lo;
+    return (c - p) - q;
+#endif
+}
+
+/* sigsoftmax's unnormalised terms for double rows, exp(gap) without a logarithm:
+   exp(z) sigmoid(z) / (exp(m) sigmoid(m)) = exp(a) (1 + t_m) / (1 + t) with
+   a = (z - m) + (min(z, 0) - min(m, 0)) <= 0, t = exp(-|z|), t_m = exp(-|m|), since
+   sigmoid(z) = min(1, exp(z)) / (1 + exp(-|z|)).  Every factor is bounded, so nothing
+   overflows or underflows that the result would not; it saves the log1p (two divisions
+   and a long polynomial) of the gap.  The ratio is carried to about u^2: 1 + t and
+   1 + t_m exactly as two doubles each (hi + lo), the quotient hi / hi plus its
+   correction from the exact residual, so that exp(a) times it rounds once, and the
+   terms are as accurate as exp(gap) (tests/test_accuracy.py).  The row's constants:
+   c_hi + c_lo = 1 + t_m, c_inverse ~ 1 / c_hi.  z[i] for i < count, in place. */
+static inline __attribute__((always_inline)) void
+FS_sigsoftmax_terms_lanes(FS_v4d *z, const int count, FS_v4d m, FS_v4d m_neg, FS_v4d c_hi,
+                          FS_v4d c_lo, FS_v4d c_inverse)
+{
+    const FS_v4d zero = FS_splat4d(0.0), one = FS_splat4d(1.0);
+    FS_v4d t[FS_LANES_MAX], a[FS_LANES_MAX];
+    FS_v4l normal = zero == zero;
+    FS_EACH(i, count) {
+        t[i] = FS_select4d(z[i] >= zero, -z[i], z[i]);
+        a[i] = (z[i] - m) + (FS_select4d(z[i] < zero, z[i], zero) - m_neg);
+        normal &= (t[i] >= -708.0) & (a[i] >= -708.0);
+    }
+    if (__builtin_expect(FS_all4(normal), 1)) {
+        FS_exp_lanes(t, count, 1);
+        FS_exp_lanes(a, count, 1);
+    } else {
+        FS_exp_lanes(t, count, 0);
+        FS_exp_lanes(a, count, 0);
+    }
+    FS_EACH(i, count) {
+        FS_v4d d_hi = one + t[i];
+        FS_v4d d_lo = t[i] - (d_hi - one);                 /* exact: t <= 1 */
+        FS_v4d ratio = c_hi / d_hi;
+        FS_v4d correction = ((FS_residual4d(c_hi, ratio, d_hi) + c_lo) - ratio * d_lo)
+                            * (ratio * c_inverse);         /* ~ (1 + t_m) / (1 + t) - ratio */
+        z[i] = FS_scale_split4d(a[i], ratio, correction);
+    }
+}
+
+/* FS_sigsoftmax_terms_lanes's row constants from the row max m */
+static inline void FS_sigsoftmax_terms_constants(FS_v4d m, FS_v4d *m_neg, FS_v4d *c_hi,
+                                                 FS_v4d *c_lo, FS_v4d *c_inverse)
+{
+    const FS_v4d zero = FS_splat4d(0.0), one = FS_splat4d(1.0);
+    FS_v4d t_m = FS_exp_v4(FS_select4d(m >= zero, -m, m));
+    *m_neg = FS_select4d(m < zero, m, zero);
+    *c_hi = one + t_m;
+    *c_lo = t_m - (*c_hi - one);
+    *c_inverse = one / *c_hi;
+}
+
+/* e[j] = FS_sigsoftmax_terms_lanes(z[j]) for a double row whose max is z_max (e may be z) */
+static inline void FS_sigsoftmax_terms_f64(const double *z, double *e, ptrdiff_t n, double z_max)
+{
+    const FS_v4d m = FS_splat4d(z_max);
+    FS_v4d m_neg, c_hi, c_lo, c_inverse, block[FS_LANES_MAX];
+    FS_sigsoftmax_terms_constants(m, &m_neg, &c_hi, &c_lo, &c_inverse);
+    ptrdiff_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        FS_EACH(b, 4) memcpy(&block[b], z + j + 4 * b, sizeof block[b]);
+        FS_sigsoftmax_terms_lanes(block, 4, m, m_neg, c_hi, c_lo, c_inverse);
+        FS_EACH(b, 4) memcpy(e + j + 4 * b, &block[b], sizeof block[b]);
+    }
+    for (; j < n; j += 4) {
+        ptrdiff_t k = n - j < 4 ? n - j : 4;
+        block[0] = FS_load4d_tail(z + j, k, z_max);
+        FS_sigsoftmax_terms_lanes(block, 1, m, m_neg, c_hi, c_lo, c_inverse);
+        FS_store4d_tail(e + j, block[0], k);
+    }
+}
+
+/* The sum of exponentials e[0:n] in exactly the order FS_exp_store_sum_f64 adds them, for
+   terms formed elsewhere (FS_sigsoftmax_terms_f64) */
+static inline double FS_sum_as_exp_f64(const double *e, ptrdiff_t n)
+{
+    FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0, a, b, c, d;
+    ptrdiff_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        memcpy(&a, e + j, sizeof a);
+        memcpy(&b, e + j + 4, sizeof b);
+        memcpy(&c, e + j + 8, sizeof c);
+        memcpy(&d, e + j + 12, sizeof d);
+        FS_kahan4d(&s0, &c0, a + b);
+        FS_kahan4d(&s1, &c1, c + d);
+    }
+    if (j + 8 <= n) {
+        memcpy(&a, e + j, sizeof a);
+        memcpy(&b, e + j + 4, sizeof b);
+        FS_kahan4d(&s0, &c0, a + b);
+        j += 8;
+    }
+    for (; j < n; j += 4) {
+        ptrdiff_t k = n - j < 4 ? n - j : 4;
+        FS_kahan4d(&s0, &c0, FS_load4d_tail(e + j, k, 0.0));
+    }
+    return FS_fold_kahan4d(s0, c0, s1, c1);
+}
+
 /* log1p(exp(-|z|)), the softplus tail, in double (the row max's m_tail) */
 static inline FS_v4d FS_softplus_tail_v4(FS_v4d z)
 {
@@ -848,6 +961,25 @@ static inline FS_v4d FS_softplus_tail_v4(FS_v4d z)
                         - (FS_log1p_unit(FS_exp(-zj_abs)) - m_tail_);                      \
         }                                                                                  \
     } while (0)
+
+static inline void FS_sigsoftmax_terms_f64(const double *z, double *e, ptrdiff_t n, double z_max)
+{
+    double m_neg = z_max < 0 ? z_max : 0.0;
+    double one_plus_tm = 1.0 + FS_exp(z_max >= 0 ? -z_max : z_max);
+    for (ptrdiff_t j = 0; j < n; j++) {
+        double zj = z[j], t = FS_exp(zj >= 0 ? -zj : zj);
+        double a = (zj - z_max) + ((zj < 0 ? zj : 0.0) - m_neg);
+        e[j] = FS_exp(a) * (one_plus_tm / (1.0 + t));
+    }
+}
+
+static inline double FS_sum_as_exp_f64(const double *e, ptrdiff_t n)
+{
+    double total = 0.0;
+    for (ptrdiff_t j = 0; j < n; j++)
+        total += e[j];
+    return total;
+}
 #endif
 
 static inline void FS_sigsoftmax_gap_f32(const float *z, double *gap, ptrdiff_t n, float z_max)
