@@ -291,10 +291,11 @@ def test_non_last_axis_columns_in_place_and_into_out(name, dtype):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("name", ("softmax", "log_softmax"))
+@pytest.mark.parametrize("name", ("softmax", "log_softmax", "log_sigsoftmax"))
 def test_streamed_results_equal_the_row_loops(name, dtype):
-    # a log_softmax result of at least 12 MiB is written with streaming stores: the same
-    # bits as a small call on the same rows (unaligned rows of odd length); softmax too
+    # a log_softmax or log_sigsoftmax result of at least 12 MiB is written with streaming
+    # stores: the same bits as a small call on the same rows (unaligned rows of odd
+    # length); softmax too
     n_cols = 1001
     n_rows = (16 << 20) // (n_cols * np.dtype(dtype).itemsize)
     x = _rows(n_rows, n_cols, dtype, seed=4)

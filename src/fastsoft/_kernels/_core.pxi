@@ -123,8 +123,12 @@ cdef inline real _row_logsumexp(const real* x, const unsigned char* mask, real* 
 
 
 cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* mask,
-                                 double* gap, Py_ssize_t n, bint log_output) noexcept nogil:
-    """v = sigsoftmax(z) or its log over one row, through the log-domain gap w - max(w)."""
+                                 double* gap, Py_ssize_t n, bint log_output,
+                                 bint streaming=False) noexcept nogil:
+    """v = sigsoftmax(z) or its log over one row, through the log-domain gap w - max(w).
+
+    streaming (log_sigsoftmax without a mask, results larger than the caches): the
+    output row is written with streaming stores, as log_softmax's; the caller fences."""
     cdef real z_max, z_min
     cdef double total, log_norm
     cdef Py_ssize_t j, n_at_max
@@ -146,7 +150,10 @@ cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* ma
         FS_sigsoftmax_gap_f32f(z, gap_f, n, z_max, z_min >= -87.0 and z_max <= 87.0)
         if log_output:
             total = _row_sum_exp_off_max[float](gap_f, n, 0, &n_at_max, short_exp)
-            _row_log_normalize[float](gap_f, v, n, 0, _log_normalizer(total, n_at_max))
+            if streaming:
+                FS_log_normalize_stream_f32(gap_f, <float*>v, n, 0, _log_normalizer(total, n_at_max))
+            else:
+                _row_log_normalize[float](gap_f, v, n, 0, _log_normalizer(total, n_at_max))
         else:
             total = _row_exp_shifted_sum[float](gap_f, v, n, 0, short_exp)
             _row_scale(v, n, total)
@@ -154,8 +161,12 @@ cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* ma
         _row_sigsoftmax_gap(z, gap, n, z_max)
         total = _row_sum_exp_off_max(gap, n, 0.0, &n_at_max, short_exp)
         log_norm = _log_normalizer(total, n_at_max)
-        for j in range(n):
-            v[j] = <real>(gap[j] - log_norm)
+        if streaming:
+            # (gap - 0) - log_norm: the same bits as the loop below
+            FS_log_normalize_stream_f64(gap, <double*>v, n, 0.0, log_norm)
+        else:
+            for j in range(n):
+                v[j] = <real>(gap[j] - log_norm)
     else:
         # exp(gap) as a product, without the gap's log1p (fs_simd.h); the sum in the
         # exponential loops' order
@@ -225,9 +236,18 @@ cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t 
 
 cdef void _sigsoftmax_rows(const real* z, Py_ssize_t z_step, real* out, Py_ssize_t out_step,
                            const unsigned char* mask, double* scratch, Py_ssize_t n_rows,
-                           Py_ssize_t n_cols, bint log_output, int n_threads) noexcept nogil:
+                           Py_ssize_t n_cols, bint log_output, int n_threads,
+                           bint streaming=False) noexcept nogil:
+    """streaming: log_sigsoftmax without a mask whose result is larger than the caches."""
     cdef Py_ssize_t i
     cdef double* gap
+    if streaming:
+        with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+            gap = scratch + omp_get_thread_num() * n_cols
+            for i in prange(n_rows, schedule="static"):
+                _row_sigsoftmax(z + i * z_step, out + i * out_step, NULL, gap, n_cols, True, True)
+            FS_store_fence()
+        return
     if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:
         _short_rows(z, z_step, out, out_step, n_rows, n_cols, 4 if log_output else 3, n_threads)
         return
@@ -347,16 +367,21 @@ def sigsoftmax_rows(cnp.ndarray x not None, cnp.ndarray out not None, object mas
     n_threads = max(1, min(n_threads, n_rows))
     cdef cnp.ndarray scratch = np.empty(n_threads * n_cols, dtype=np.float64)
     cdef double* scratch_data = <double*>cnp.PyArray_DATA(scratch)
+    # log_sigsoftmax results larger than the caches are streamed out, as log_softmax's
+    cdef bint streaming = (log_output and mask is None and n_cols > SHORT_ROW
+                           and n_rows * n_cols * cnp.PyArray_ITEMSIZE(out) >= STREAM_MIN_BYTES)
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             _sigsoftmax_rows[float](<const float*>cnp.PyArray_DATA(x), x_step,
                                     <float*>cnp.PyArray_DATA(out), out_step, mask_data,
-                                    scratch_data, n_rows, n_cols, log_output, n_threads)
+                                    scratch_data, n_rows, n_cols, log_output, n_threads,
+                                    streaming)
     else:
         with nogil:
             _sigsoftmax_rows[double](<const double*>cnp.PyArray_DATA(x), x_step,
                                      <double*>cnp.PyArray_DATA(out), out_step, mask_data,
-                                     scratch_data, n_rows, n_cols, log_output, n_threads)
+                                     scratch_data, n_rows, n_cols, log_output, n_threads,
+                                     streaming)
     return out
 
 
