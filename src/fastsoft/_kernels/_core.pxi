@@ -74,10 +74,10 @@ cdef inline void _row_softmax(const real* x, real* v, const unsigned char* mask,
                               Py_ssize_t n, bint log_output, bint streaming=False) noexcept nogil:
     """v = softmax(x) or log_softmax(x) over one row; v may be x.
 
-    streaming (log_softmax without a mask, results far larger than the caches): the
-    output row is written with streaming stores (fs_simd.h), sparing the
-    read-for-ownership of its lines; the caller fences.  softmax gains nothing from it
-    here: its exponentials would need a row buffer and one more pass.
+    streaming (log_softmax without a mask, results larger than the caches): the output
+    row is written with streaming stores (fs_simd.h), sparing the read-for-ownership of
+    its lines; the caller fences.  softmax ignores it: keeping its exponentials in a row
+    buffer to stream them out measured slower (docs/performance.md).
     """
     cdef real row_max, row_min
     cdef double total, log_norm
@@ -94,12 +94,7 @@ cdef inline void _row_softmax(const real* x, real* v, const unsigned char* mask,
         total = _row_sum_exp_off_max(x, n, row_max, &n_at_max, short_exp)
         # +inf in the row: the row is NaN, as softmax's is (inf - inf)
         log_norm = NAN if row_max == INFINITY else _log_normalizer(total, n_at_max)
-        if not streaming:
-            _row_log_normalize(x, v, n, row_max, log_norm)
-        elif real is float:
-            FS_log_normalize_stream_f32(x, v, n, row_max, log_norm)
-        else:
-            FS_log_normalize_stream_f64(x, v, n, row_max, log_norm)
+        _row_log_normalize(x, v, n, row_max, log_norm, streaming)
     else:
         total = _row_exp_shifted_sum(x, v, n, row_max, short_exp)
         _row_scale(v, n, total)
@@ -127,11 +122,10 @@ cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* ma
                                  bint streaming=False) noexcept nogil:
     """v = sigsoftmax(z) or its log over one row, through the log-domain gap w - max(w).
 
-    streaming (log_sigsoftmax without a mask, results larger than the caches): the
-    output row is written with streaming stores, as log_softmax's; the caller fences."""
+    streaming: as in _row_softmax (log_sigsoftmax only)."""
     cdef real z_max, z_min
-    cdef double total, log_norm
-    cdef Py_ssize_t j, n_at_max
+    cdef double total
+    cdef Py_ssize_t n_at_max
     cdef bint short_exp
     if mask != NULL:
         if _row_copy_masked(z, mask, v, n) == 0:
@@ -150,23 +144,17 @@ cdef inline void _row_sigsoftmax(const real* z, real* v, const unsigned char* ma
         FS_sigsoftmax_gap_f32f(z, gap_f, n, z_max, z_min >= -87.0 and z_max <= 87.0)
         if log_output:
             total = _row_sum_exp_off_max[float](gap_f, n, 0, &n_at_max, short_exp)
-            if streaming:
-                FS_log_normalize_stream_f32(gap_f, <float*>v, n, 0, _log_normalizer(total, n_at_max))
-            else:
-                _row_log_normalize[float](gap_f, v, n, 0, _log_normalizer(total, n_at_max))
+            _row_log_normalize[float](gap_f, v, n, 0, _log_normalizer(total, n_at_max),
+                                      streaming)
         else:
             total = _row_exp_shifted_sum[float](gap_f, v, n, 0, short_exp)
             _row_scale(v, n, total)
     elif log_output:
         _row_sigsoftmax_gap(z, gap, n, z_max)
         total = _row_sum_exp_off_max(gap, n, 0.0, &n_at_max, short_exp)
-        log_norm = _log_normalizer(total, n_at_max)
-        if streaming:
-            # (gap - 0) - log_norm: the same bits as the loop below
-            FS_log_normalize_stream_f64(gap, <double*>v, n, 0.0, log_norm)
-        else:
-            for j in range(n):
-                v[j] = <real>(gap[j] - log_norm)
+        # (gap - 0) - log_norm: the gap itself, less the normaliser
+        _row_log_normalize[double](gap, <double*>v, n, 0.0,
+                                   _log_normalizer(total, n_at_max), streaming)
     else:
         # exp(gap) as a product, without the gap's log1p (fs_simd.h); the sum in the
         # exponential loops' order
@@ -188,6 +176,14 @@ cdef enum:
     # results that stay cached would lose).  softmax would need its exponentials in a
     # row buffer first, which measured slower.
     STREAM_MIN_BYTES = 12 << 20
+
+
+cdef inline bint _streamed_result(cnp.ndarray out, object mask, bint log_output):
+    """Whether a log output (log_softmax, log_sigsoftmax) of these rows is written with
+    streaming stores: no mask, rows longer than the short-row lanes, a result of at least
+    STREAM_MIN_BYTES."""
+    return (log_output and mask is None and out.shape[1] > SHORT_ROW
+            and cnp.PyArray_NBYTES(out) >= STREAM_MIN_BYTES)
 
 
 cdef void _short_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
@@ -212,14 +208,8 @@ cdef void _short_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t ou
 cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
                         const unsigned char* mask, Py_ssize_t n_rows, Py_ssize_t n_cols,
                         bint log_output, int n_threads, bint streaming=False) noexcept nogil:
-    """streaming: log_softmax without a mask whose result is far larger than the caches."""
+    """streaming: _streamed_result's answer (every thread fences after its rows)."""
     cdef Py_ssize_t i
-    if streaming:
-        with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
-            for i in prange(n_rows, schedule="static"):
-                _row_softmax(x + i * x_step, out + i * out_step, NULL, n_cols, True, True)
-            FS_store_fence()
-        return
     if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:
         _short_rows(x, x_step, out, out_step, n_rows, n_cols, 1 if log_output else 0, n_threads)
         return
@@ -227,27 +217,27 @@ cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t 
         # no OpenMP region at all: a small call should not pay for entering one
         for i in range(n_rows):
             _row_softmax(x + i * x_step, out + i * out_step,
-                         mask + i * n_cols if mask != NULL else NULL, n_cols, log_output)
+                         mask + i * n_cols if mask != NULL else NULL, n_cols, log_output,
+                         streaming)
+        if streaming:
+            FS_store_fence()
         return
-    for i in prange(n_rows, schedule="static", num_threads=n_threads):
-        _row_softmax(x + i * x_step, out + i * out_step,
-                     mask + i * n_cols if mask != NULL else NULL, n_cols, log_output)
+    with parallel(num_threads=n_threads):
+        for i in prange(n_rows, schedule="static"):
+            _row_softmax(x + i * x_step, out + i * out_step,
+                         mask + i * n_cols if mask != NULL else NULL, n_cols, log_output,
+                         streaming)
+        if streaming:
+            FS_store_fence()
 
 
 cdef void _sigsoftmax_rows(const real* z, Py_ssize_t z_step, real* out, Py_ssize_t out_step,
                            const unsigned char* mask, double* scratch, Py_ssize_t n_rows,
                            Py_ssize_t n_cols, bint log_output, int n_threads,
                            bint streaming=False) noexcept nogil:
-    """streaming: log_sigsoftmax without a mask whose result is larger than the caches."""
+    """streaming: as in _softmax_rows."""
     cdef Py_ssize_t i
     cdef double* gap
-    if streaming:
-        with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
-            gap = scratch + omp_get_thread_num() * n_cols
-            for i in prange(n_rows, schedule="static"):
-                _row_sigsoftmax(z + i * z_step, out + i * out_step, NULL, gap, n_cols, True, True)
-            FS_store_fence()
-        return
     if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:
         _short_rows(z, z_step, out, out_step, n_rows, n_cols, 4 if log_output else 3, n_threads)
         return
@@ -255,14 +245,18 @@ cdef void _sigsoftmax_rows(const real* z, Py_ssize_t z_step, real* out, Py_ssize
         for i in range(n_rows):
             _row_sigsoftmax(z + i * z_step, out + i * out_step,
                             mask + i * n_cols if mask != NULL else NULL,
-                            scratch, n_cols, log_output)
+                            scratch, n_cols, log_output, streaming)
+        if streaming:
+            FS_store_fence()
         return
     with parallel(num_threads=n_threads):
         gap = scratch + omp_get_thread_num() * n_cols
         for i in prange(n_rows, schedule="static"):
             _row_sigsoftmax(z + i * z_step, out + i * out_step,
                             mask + i * n_cols if mask != NULL else NULL,
-                            gap, n_cols, log_output)
+                            gap, n_cols, log_output, streaming)
+        if streaming:
+            FS_store_fence()
 
 
 cdef void _logsumexp_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
@@ -337,9 +331,7 @@ def softmax_rows(cnp.ndarray x not None, cnp.ndarray out not None, object mask,
     if n_rows == 0 or n_cols == 0:
         return out
     n_threads = max(1, min(n_threads, n_rows))
-    # log_softmax results larger than the caches are streamed out
-    cdef bint streaming = (log_output and mask is None and n_cols > SHORT_ROW
-                           and n_rows * n_cols * cnp.PyArray_ITEMSIZE(out) >= STREAM_MIN_BYTES)
+    cdef bint streaming = _streamed_result(out, mask, log_output)
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             _softmax_rows[float](<const float*>cnp.PyArray_DATA(x), x_step,
@@ -367,9 +359,7 @@ def sigsoftmax_rows(cnp.ndarray x not None, cnp.ndarray out not None, object mas
     n_threads = max(1, min(n_threads, n_rows))
     cdef cnp.ndarray scratch = np.empty(n_threads * n_cols, dtype=np.float64)
     cdef double* scratch_data = <double*>cnp.PyArray_DATA(scratch)
-    # log_sigsoftmax results larger than the caches are streamed out, as log_softmax's
-    cdef bint streaming = (log_output and mask is None and n_cols > SHORT_ROW
-                           and n_rows * n_cols * cnp.PyArray_ITEMSIZE(out) >= STREAM_MIN_BYTES)
+    cdef bint streaming = _streamed_result(out, mask, log_output)
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             _sigsoftmax_rows[float](<const float*>cnp.PyArray_DATA(x), x_step,

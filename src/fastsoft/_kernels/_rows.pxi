@@ -108,11 +108,17 @@ cdef inline void _row_scale(real* v, Py_ssize_t n, double total) noexcept nogil:
 
 
 cdef inline void _row_log_normalize(const real* x, real* v, Py_ssize_t n, real row_max,
-                                    double log_norm) noexcept nogil:
+                                    double log_norm, bint streaming=False) noexcept nogil:
     """v[j] = (x[j] - row_max) - log_norm (v may be x): float rows in float (fs_simd.h),
-    double rows in double."""
+    double rows in double.  streaming: v is written with streaming stores (results larger
+    than the caches; same bits), and the caller fences."""
     if real is float:
-        FS_log_normalize_f32(x, v, n, row_max, log_norm)
+        if streaming:
+            FS_log_normalize_stream_f32(x, v, n, row_max, log_norm)
+        else:
+            FS_log_normalize_f32(x, v, n, row_max, log_norm)
+    elif streaming:
+        FS_log_normalize_stream_f64(x, v, n, row_max, log_norm)
     else:
         FS_log_normalize_f64(x, v, n, row_max, log_norm)
 

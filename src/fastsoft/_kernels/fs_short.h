@@ -211,16 +211,70 @@ static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
 }
 
 /* The steps both the forward functions and cross-entropy take on a group, c[j] holding
-   column j of the rows (j < width, width = n rounded up to 4; zeros past n) */
-
-/* The rows' max: NaN never becomes it (vmax keeps the old max) */
-static inline FS_v8f FS_short_max_f32(const FS_v8f *c, ptrdiff_t n)
-{
-    FS_v8f m = FS_splat8f(-INFINITY);
-    for (ptrdiff_t j = 0; j < n; j++)
-        m = FS_vmax8f(c[j], m);
-    return m;
-}
+   column j of the rows (j < width, width = n rounded up to 4; zeros past n).  The
+   type-generic ones are written once for 8 float and 4 double lanes:
+   FS_short_max_*: the rows' max (NaN never becomes it: vmax keeps the old max);
+   FS_short_exps_*: e[j] = exp(c[j] - m), j < width, through the short exponential
+     unless a real lane (j < n) is outside its range; returns whether it took the
+     general path;
+   FS_short_off_max_*: off[j] = e[j] except 0 where c[j] equals the max (the logs' sums
+     leave the max out, log1p adds it back); returns how many per lane (off may be e);
+   FS_short_two_minus_sigmoid_*: f[j] = 2 - sigmoid(c[j]) as FS_two_minus_sigmoid_*. */
+#define FS_SHORT_STEPS(SUFFIX, V, M, T, SPLAT, VMAX, SELECT, EXP_LANES, ANY, FAR)            \
+    static inline V FS_short_max_##SUFFIX(const V *c, ptrdiff_t n)                          \
+    {                                                                                       \
+        V m = SPLAT(-INFINITY);                                                             \
+        for (ptrdiff_t j = 0; j < n; j++)                                                   \
+            m = VMAX(c[j], m);                                                              \
+        return m;                                                                           \
+    }                                                                                       \
+    static inline int FS_short_exps_##SUFFIX(const V *c, V m, V *e, ptrdiff_t n,            \
+                                             ptrdiff_t width)                               \
+    {                                                                                       \
+        M far = {0};                                                                        \
+        for (ptrdiff_t j = 0; j < width; j++) {                                             \
+            e[j] = c[j] - m;                                                                \
+            if (j < n)                                                                      \
+                far |= e[j] < (T)(FAR);                                                     \
+        }                                                                                   \
+        const int general = ANY(far);                                                       \
+        for (ptrdiff_t j = 0; j < width; j += 4) {                                          \
+            if (general)                                                                    \
+                EXP_LANES(e + j, 4, 0);                                                     \
+            else                                                                            \
+                EXP_LANES(e + j, 4, 1);                                                     \
+        }                                                                                   \
+        return general;                                                                     \
+    }                                                                                       \
+    static inline M FS_short_off_max_##SUFFIX(const V *c, V m, const V *e, V *off,          \
+                                              ptrdiff_t n)                                  \
+    {                                                                                       \
+        M ties = {0};                                                                       \
+        for (ptrdiff_t j = 0; j < n; j++) {                                                 \
+            M at_max = c[j] == m;                                                           \
+            ties -= at_max;                                                                 \
+            off[j] = (V)((M)e[j] & ~at_max);                                                \
+        }                                                                                   \
+        return ties;                                                                        \
+    }                                                                                       \
+    static inline void FS_short_two_minus_sigmoid_##SUFFIX(const V *c, V *f, ptrdiff_t width) \
+    {                                                                                       \
+        const V zero = SPLAT((T)0), one = SPLAT((T)1), two = SPLAT((T)2);                   \
+        for (ptrdiff_t j = 0; j < width; j += 4) {                                          \
+            M positive[4];                                                                  \
+            V t[4];                                                                         \
+            FS_EACH(k, 4) {                                                                 \
+                positive[k] = c[j + k] >= zero;                                             \
+                t[k] = SELECT(positive[k], -c[j + k], c[j + k]);                            \
+            }                                                                               \
+            EXP_LANES(t, 4, 0);                                                             \
+            FS_EACH(k, 4) f[j + k] = two - SELECT(positive[k], one, t[k]) / (one + t[k]);   \
+        }                                                                                   \
+    }
+FS_SHORT_STEPS(f32, FS_v8f, FS_v8i, float, FS_splat8f, FS_vmax8f, FS_select8f, FS_expf_lanes,
+               FS_any8, -87.0f)
+FS_SHORT_STEPS(f64, FS_v4d, FS_v4l, double, FS_splat4d, FS_vmax4d, FS_select4d, FS_exp_lanes,
+               FS_any4, -708.0)
 
 /* sigsoftmax: c becomes the gaps of FS_sigsoftmax_gap_f32f (the row max's own gap is 0),
    whose softmax is taken with shift 0 */
@@ -230,57 +284,6 @@ static inline void FS_short_gaps_f32(FS_v8f *c, ptrdiff_t width, FS_v8f m)
     const FS_v8f m_neg = FS_select8f(m < zero, m, zero), m_tail = FS_softplus_tail_v8(m, 0);
     for (ptrdiff_t j = 0; j < width; j += 4)
         FS_sigsoftmax_gapf_lanes(c + j, 4, m, m_neg, m_tail, 0);
-}
-
-/* e[j] = exp(c[j] - m), j < width, through the short exponential unless a real lane is
-   outside its range; returns whether it took the general path */
-static inline int FS_short_exps_f32(const FS_v8f *c, FS_v8f m, FS_v8f *e, ptrdiff_t n,
-                                    ptrdiff_t width)
-{
-    FS_v8i far = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (ptrdiff_t j = 0; j < width; j++) {
-        e[j] = c[j] - m;
-        if (j < n)
-            far |= e[j] < -87.0f;
-    }
-    const int general = FS_any8(far);
-    for (ptrdiff_t j = 0; j < width; j += 4) {
-        if (general)
-            FS_expf_lanes(e + j, 4, 0);
-        else
-            FS_expf_lanes(e + j, 4, 1);
-    }
-    return general;
-}
-
-/* off[j] = e[j] except 0 where c[j] equals the max (the logs' sums leave the max out,
-   log1p adds it back); returns how many per lane (off may be e) */
-static inline FS_v8i FS_short_off_max_f32(const FS_v8f *c, FS_v8f m, const FS_v8f *e,
-                                          FS_v8f *off, ptrdiff_t n)
-{
-    FS_v8i ties = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (ptrdiff_t j = 0; j < n; j++) {
-        FS_v8i at_max = c[j] == m;
-        ties -= at_max;
-        off[j] = (FS_v8f)((FS_v8i)e[j] & ~at_max);
-    }
-    return ties;
-}
-
-/* f[j] = 2 - sigmoid(c[j]) as FS_two_minus_sigmoid_f32 */
-static inline void FS_short_two_minus_sigmoid_f32(const FS_v8f *c, FS_v8f *f, ptrdiff_t width)
-{
-    const FS_v8f zero = FS_splat8f(0.0f), one = FS_splat8f(1.0f), two = FS_splat8f(2.0f);
-    for (ptrdiff_t j = 0; j < width; j += 4) {
-        FS_v8i positive[4];
-        FS_v8f t[4];
-        FS_EACH(k, 4) {
-            positive[k] = c[j + k] >= zero;
-            t[k] = FS_select8f(positive[k], -c[j + k], c[j + k]);
-        }
-        FS_expf_lanes(t, 4, 0);
-        FS_EACH(k, 4) f[j + k] = two - FS_select8f(positive[k], one, t[k]) / (one + t[k]);
-    }
 }
 
 /* FS_reciprocal_split of every lane */
@@ -294,14 +297,6 @@ static inline void FS_short_reciprocal_split(FS_v4d total, FS_v4d *hi, FS_v4d *l
     }
 }
 
-static inline FS_v4d FS_short_max_f64(const FS_v4d *c, ptrdiff_t n)
-{
-    FS_v4d m = FS_splat4d(-INFINITY);
-    for (ptrdiff_t j = 0; j < n; j++)
-        m = FS_vmax4d(c[j], m);
-    return m;
-}
-
 /* FS_short_gaps_f32 with FS_GAP_ROW's double gaps */
 static inline void FS_short_gaps_f64(FS_v4d *c, ptrdiff_t width, FS_v4d m)
 {
@@ -309,52 +304,6 @@ static inline void FS_short_gaps_f64(FS_v4d *c, ptrdiff_t width, FS_v4d m)
     const FS_v4d m_neg = FS_select4d(m < zero, m, zero), m_tail = FS_softplus_tail_v4(m);
     for (ptrdiff_t j = 0; j < width; j += 4)
         FS_sigsoftmax_gap_lanes(c + j, 4, m, m_neg, m_tail);
-}
-
-static inline int FS_short_exps_f64(const FS_v4d *c, FS_v4d m, FS_v4d *e, ptrdiff_t n,
-                                    ptrdiff_t width)
-{
-    FS_v4l far = {0, 0, 0, 0};
-    for (ptrdiff_t j = 0; j < width; j++) {
-        e[j] = c[j] - m;
-        if (j < n)
-            far |= e[j] < -708.0;
-    }
-    const int general = FS_any4(far);
-    for (ptrdiff_t j = 0; j < width; j += 4) {
-        if (general)
-            FS_exp_lanes(e + j, 4, 0);
-        else
-            FS_exp_lanes(e + j, 4, 1);
-    }
-    return general;
-}
-
-static inline FS_v4l FS_short_off_max_f64(const FS_v4d *c, FS_v4d m, const FS_v4d *e,
-                                          FS_v4d *off, ptrdiff_t n)
-{
-    FS_v4l ties = {0, 0, 0, 0};
-    for (ptrdiff_t j = 0; j < n; j++) {
-        FS_v4l at_max = c[j] == m;
-        ties -= at_max;
-        off[j] = (FS_v4d)((FS_v4l)e[j] & ~at_max);
-    }
-    return ties;
-}
-
-static inline void FS_short_two_minus_sigmoid_f64(const FS_v4d *c, FS_v4d *f, ptrdiff_t width)
-{
-    const FS_v4d zero = FS_splat4d(0.0), one = FS_splat4d(1.0), two = FS_splat4d(2.0);
-    for (ptrdiff_t j = 0; j < width; j += 4) {
-        FS_v4l positive[4];
-        FS_v4d t[4];
-        FS_EACH(k, 4) {
-            positive[k] = c[j + k] >= zero;
-            t[k] = FS_select4d(positive[k], -c[j + k], c[j + k]);
-        }
-        FS_exp_lanes(t, 4, 0);
-        FS_EACH(k, 4) f[j + k] = two - FS_select4d(positive[k], one, t[k]) / (one + t[k]);
-    }
 }
 
 #if defined(__AVX2__)
