@@ -6,7 +6,8 @@
 2. CPU variants: the one kernel body `_core.pxi` is compiled into a module per variant,
    `_core_baseline` (the architecture's baseline ISA) and, on x86-64 with GCC or Clang,
    `_core_avx2` (-mavx2 -mfma).  fastsoft._kernels picks one at import.
-3. Flags: -O3 with -fno-math-errno/-fno-trapping-math so that loops of branch-free math
+3. `_buffers` (the recycled memory of large results) is plain C, built once.
+4. Flags: -O3 with -fno-math-errno/-fno-trapping-math so that loops of branch-free math
    vectorize; never -ffast-math or -ffinite-math-only, which would break NaN/inf handling.
 """
 
@@ -79,6 +80,9 @@ class BuildKernels(build_ext):
             print(f"\n{border}\n{message}\n{border}\n", file=sys.stderr)
             openmp_flags = link_flags = []
         for ext in self.extensions:
+            if not ext.name.startswith("fastsoft._kernels._core_"):
+                ext.extra_compile_args = list(base_flags)       # plain C, no kernels
+                continue
             variant = ext.name.rsplit("_", 1)[-1]
             ext.extra_compile_args = base_flags + openmp_flags + VARIANT_FLAGS[variant]
             ext.extra_link_args = link_flags
@@ -89,14 +93,22 @@ def _extensions():
     variants = ["baseline"]
     if _is_x86() and not sys.platform.startswith("win"):
         variants.append("avx2")
+    numpy_api = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
     return [
         Extension(
             f"fastsoft._kernels._core_{variant}",
             [os.path.join(KERNEL_DIR, f"_core_{variant}.pyx")],
             include_dirs=[np.get_include(), KERNEL_DIR],
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+            define_macros=numpy_api,
         )
         for variant in variants
+    ] + [
+        Extension(
+            "fastsoft._kernels._buffers",
+            [os.path.join(KERNEL_DIR, "_buffers.pyx")],
+            include_dirs=[np.get_include()],
+            define_macros=numpy_api,
+        )
     ]
 
 

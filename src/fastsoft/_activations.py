@@ -5,6 +5,7 @@ import math
 import numpy as np
 
 from . import _kernels
+from ._kernels._buffers import empty as empty_result
 from ._backend import dispatch
 from ._config import resolve_threads
 from ._layout import mask_rows, result_rows, rows_of, rows_shape, write_back
@@ -92,7 +93,7 @@ def _transform(name, kernel, log_output, x, axis, out, where, num_threads):
     axis = normalize_axis(axis, x.ndim, name)
     out = check_out(out, x.shape, result_dtype, name)
     mask = check_where(where, x.shape, name)
-    target = np.empty(x.shape, dtype=result_dtype) if out is None else out
+    target = empty_result(x.shape, result_dtype) if out is None else out
     if x.size == 0:
         return target
     columns = _column_layout(name, x, axis, target, mask)
@@ -398,7 +399,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None, where=None, num_threads=N
         reduced_shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
     out = check_out(out, reduced_shape, result_dtype, name)
     mask = check_where(where, x.shape, name)
-    target = np.empty(reduced_shape, dtype=result_dtype) if out is None else out
+    target = empty_result(reduced_shape, result_dtype) if out is None else out
     n_rows, n_cols = rows_shape(x.shape, axis)
     if n_rows == 0:
         pass

@@ -3,6 +3,7 @@
 import numpy as np
 
 from . import _kernels
+from ._kernels._buffers import empty as empty_result
 from ._backend import dispatch
 from ._config import resolve_threads
 from ._layout import mask_rows, result_rows, rows_of, write_back
@@ -66,7 +67,7 @@ def _vjp(name, kind, arrays, axis, out, where, num_threads):
     axis = normalize_axis(axis, len(shape), name)
     out = check_out(out, shape, result_dtype, name)
     mask = check_where(where, shape, name)
-    target = np.empty(shape, dtype=result_dtype) if out is None else out
+    target = empty_result(shape, result_dtype) if out is None else out
     if arrays[0].size == 0:
         return target
     input_rows = [rows_of(a, axis) for a in arrays]
@@ -326,7 +327,7 @@ def logsumexp_backward(grad_output, x, result, axis=-1, *, out=None, where=None,
                          f"broadcast to the result's shape {result.shape}") from None
     out = check_out(out, x.shape, result_dtype, name)
     mask = check_where(where, x.shape, name)
-    target = np.empty(x.shape, dtype=result_dtype) if out is None else out
+    target = empty_result(x.shape, result_dtype) if out is None else out
     if x.size == 0:
         return target
     x_rows = rows_of(x, axis)

@@ -104,12 +104,24 @@ def _gpu_report():
         return f"installed but unusable: {error}"
 
 
+def _result_memory_report():
+    from ._kernels import _buffers
+
+    blocks, kept, limit = _buffers.info()
+    if limit == 0:
+        return f"large results on fresh memory (recycling off: {_buffers.ENV_LIMIT}=0)"
+    return (f"memory of results of {_buffers.LARGE_RESULT_BYTES >> 20} MiB and more "
+            f"recycled, {blocks} block(s) / {kept / (1 << 20):.1f} MiB kept now (limit "
+            f"{limit / (1 << 20):g} MiB, {_buffers.ENV_LIMIT})")
+
+
 def show_config(file=None):
     """Print how this fastsoft was built and how it will run.
 
     Reports the version, the CPU variant of the kernels in use (and the variants this CPU
-    supports), whether OpenMP is compiled in, the thread count a call would use, and
-    whether CuPy (the GPU backend) is installed, with its device.
+    supports), whether OpenMP is compiled in, the thread count a call would use, how much
+    freed result memory is kept for reuse, and whether CuPy (the GPU backend) is
+    installed, with its device.
 
     Parameters
     ----------
@@ -137,6 +149,7 @@ def show_config(file=None):
         f"  threads:      {get_num_threads()} (from {source}; calls under "
         f"{PARALLEL_MIN_ELEMENTS} elements use 1)",
         f"  numpy:        {np.__version__}",
+        f"  results:      {_result_memory_report()}",
         f"  CuPy (GPU):   {_gpu_report()}",
         f"  python:       {sys.version.split()[0]}",
     ]

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from ._kernels._buffers import empty as empty_result
+
 
 def _moved(a, axis):
     """a with `axis` last, always a view (axis None: a itself)."""
@@ -91,7 +93,7 @@ def result_rows(target, axis, work_dtype, fresh, *input_rows):
         rows = rows_view(target, axis) if fresh else output_rows(target, axis, *input_rows)
         if rows is not None:
             return rows, True
-    return np.empty(input_rows[0].shape, dtype=work_dtype), False
+    return empty_result(input_rows[0].shape, work_dtype), False
 
 
 def write_back(target, axis, rows):

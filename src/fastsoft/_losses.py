@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from . import _kernels
+from ._kernels._buffers import empty as empty_result
 from ._backend import dispatch
 from ._config import resolve_threads
 from ._layout import result_rows, rows_of, write_back
@@ -222,7 +223,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     losses = np.zeros(n_rows, dtype=np.float64)
     grad_target = None
     if return_grad:
-        grad_target = np.empty(x.shape, dtype=result_dtype) if grad_out is None else grad_out
+        grad_target = empty_result(x.shape, result_dtype) if grad_out is None else grad_out
     if x.size:
         x_rows = rows_of(x, axis)
         q_rows = None if probabilities is None else rows_of(probabilities, axis)
