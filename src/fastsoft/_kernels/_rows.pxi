@@ -70,33 +70,36 @@ cdef inline void _exp_shifted_chunk(const real* x, real* e, Py_ssize_t n, real s
                                     bint short_exp) noexcept nogil:
     """e[j] = exp(x[j] - shift) for a chunk; x and e may be the same buffer."""
     if real is float:
-        FS_exp_store_sum_f32(x, e, n, shift, short_exp)
+        FS_exp_store_sum_f32(x, e, n, shift, short_exp, NULL)
     else:
-        FS_exp_store_sum_f64(x, e, n, shift, short_exp)
+        FS_exp_store_sum_f64(x, e, n, shift, short_exp, NULL)
 
 
 cdef inline double _row_exp_shifted_sum(const real* x, real* e, Py_ssize_t n, real shift,
-                                        bint short_exp) noexcept nogil:
+                                        bint short_exp, const real* ahead=NULL) noexcept nogil:
     """e[j] = exp(x[j] - shift) (e may be x); returns the sum of the e[j].  short_exp: the
-    caller knows every x[j] - shift is in the short-path range (_row_minmax)."""
+    caller knows every x[j] - shift is in the short-path range (_row_minmax).  ahead: n
+    values to prefetch meanwhile (the next row), or NULL; same bits either way."""
     if real is float:
-        return FS_exp_store_sum_f32(x, e, n, shift, short_exp)
+        return FS_exp_store_sum_f32(x, e, n, shift, short_exp, ahead)
     else:
-        return FS_exp_store_sum_f64(x, e, n, shift, short_exp)
+        return FS_exp_store_sum_f64(x, e, n, shift, short_exp, ahead)
 
 
 cdef inline double _row_sum_exp_off_max(const real* x, Py_ssize_t n, real row_max,
-                                        Py_ssize_t* n_at_max, bint short_exp) noexcept nogil:
+                                        Py_ssize_t* n_at_max, bint short_exp,
+                                        const real* ahead=NULL) noexcept nogil:
     """Sum of exp(x[j] - row_max) over the x[j] != row_max, and the count of x[j] == row_max.
 
     Taking the max terms out of the sum lets the caller form log(sum) as
     log1p((n_at_max - 1) + returned_sum), accurate when the other terms are tiny
-    (Blanchard, Higham & Higham 2021).  x is only read; a NaN reaches the sum.
+    (Blanchard, Higham & Higham 2021).  x is only read; a NaN reaches the sum.  ahead: as
+    in _row_exp_shifted_sum.
     """
     if real is float:
-        return FS_exp_sum_off_max_f32(x, n, row_max, n_at_max, short_exp)
+        return FS_exp_sum_off_max_f32(x, n, row_max, n_at_max, short_exp, ahead)
     else:
-        return FS_exp_sum_off_max_f64(x, n, row_max, n_at_max, short_exp)
+        return FS_exp_sum_off_max_f64(x, n, row_max, n_at_max, short_exp, ahead)
 
 
 cdef inline void _row_scale(real* v, Py_ssize_t n, double total) noexcept nogil:

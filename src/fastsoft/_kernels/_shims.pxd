@@ -19,12 +19,12 @@ cdef extern from "fs_reduce.h" nogil:
     bint FS_short_exp_f64(double low, double high) noexcept
 
 cdef extern from "fs_simd.h" nogil:
-    double FS_exp_store_sum_f32(const float* x, float* y, Py_ssize_t n, float shift, bint short_exp) noexcept
-    double FS_exp_store_sum_f64(const double* x, double* y, Py_ssize_t n, double shift, bint short_exp) noexcept
-    double FS_exp_sum_off_max_f32(const float* x, Py_ssize_t n, float m, Py_ssize_t* ties, bint short_exp) noexcept
-    double FS_exp_sum_off_max_f64(const double* x, Py_ssize_t n, double m, Py_ssize_t* ties, bint short_exp) noexcept
-    double FS_exp_store_sum_off_max_f32(const float* x, float* y, Py_ssize_t n, float m, Py_ssize_t* ties, bint short_exp) noexcept
-    double FS_exp_store_sum_off_max_f64(const double* x, double* y, Py_ssize_t n, double m, Py_ssize_t* ties, bint short_exp) noexcept
+    double FS_exp_store_sum_f32(const float* x, float* y, Py_ssize_t n, float shift, bint short_exp, const float* ahead) noexcept
+    double FS_exp_store_sum_f64(const double* x, double* y, Py_ssize_t n, double shift, bint short_exp, const double* ahead) noexcept
+    double FS_exp_sum_off_max_f32(const float* x, Py_ssize_t n, float m, Py_ssize_t* ties, bint short_exp, const float* ahead) noexcept
+    double FS_exp_sum_off_max_f64(const double* x, Py_ssize_t n, double m, Py_ssize_t* ties, bint short_exp, const double* ahead) noexcept
+    double FS_exp_store_sum_off_max_f32(const float* x, float* y, Py_ssize_t n, float m, Py_ssize_t* ties, bint short_exp, const float* ahead) noexcept
+    double FS_exp_store_sum_off_max_f64(const double* x, double* y, Py_ssize_t n, double m, Py_ssize_t* ties, bint short_exp, const double* ahead) noexcept
     void FS_scale_f32(float* y, Py_ssize_t n, double inverse) noexcept
     void FS_divide_f64(double* y, Py_ssize_t n, double total) noexcept
     void FS_log_normalize_f32(const float* x, float* y, Py_ssize_t n, float m, double log_norm) noexcept

@@ -413,7 +413,9 @@ static inline double FS_fold_kahan4d(FS_v4d s0, FS_v4d c0, FS_v4d s1, FS_v4d c1)
    sum of every exp(x - shift).  ties != NULL: the sum leaves out the values x == shift
    (each exactly 1) and *ties counts them, so that the caller can form the log of the sum
    with log1p (cross-entropy wants both that and the stored exponentials).  Lanes past
-   the row's end add nothing. */
+   the row's end add nothing.  ahead != NULL: n values there (the caller's next row) are
+   prefetched along the way, so that its memory-bound max pass finds them in cache; the
+   arithmetic is the same. */
 #if FS_HAVE_VECTOR_EXTENSIONS
 /* One block of the loop below: count (2 or 4) whole vectors from x, exponentiated side
    by side; the sum takes them in pairs, in order, so blocks of 4 add exactly what two
@@ -449,10 +451,12 @@ FS_exp_store_sum_block_f32(const float *x, float *y, FS_v8f s, const int count, 
    sum of every exp(x - shift).  ties != NULL: the sum leaves out the values x == shift
    (each exactly 1) and *ties counts them, so that the caller can form the log of the sum
    with log1p (cross-entropy wants both that and the stored exponentials).  Lanes past
-   the row's end add nothing. */
+   the row's end add nothing.  ahead != NULL: n values there (the caller's next row) are
+   prefetched along the way, so that its memory-bound max pass finds them in cache; the
+   arithmetic is the same. */
 static inline __attribute__((always_inline)) double
 FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, const int normal,
-                          ptrdiff_t *ties)
+                          ptrdiff_t *ties, const float *ahead)
 {
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
@@ -461,9 +465,14 @@ FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, co
     FS_v4d acc0 = FS_splat4d(0.0), acc1 = FS_splat4d(0.0), lo, hi;
     FS_v8i count = {0, 0, 0, 0, 0, 0, 0, 0}, at_a;
     FS_v8f a, e;
-    for (; j + 32 <= n; j += 32)
+    for (; j + 32 <= n; j += 32) {
+        if (ahead) {
+            __builtin_prefetch(ahead + j);
+            __builtin_prefetch(ahead + j + 16);
+        }
         FS_exp_store_sum_block_f32(x + j, y ? y + j : NULL, s, 4, normal, ties ? &count : NULL,
                                    &acc0, &acc1);
+    }
     if (j + 16 <= n) {
         FS_exp_store_sum_block_f32(x + j, y ? y + j : NULL, s, 2, normal, ties ? &count : NULL,
                                    &acc0, &acc1);
@@ -508,26 +517,28 @@ FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, co
 }
 
 /* y[j] = exp(x[j] - shift) (y may be x); returns the sum of the y[j] in double. */
-static inline double FS_exp_store_sum_f32(const float *x, float *y, ptrdiff_t n, float shift, int normal)
+static inline double FS_exp_store_sum_f32(const float *x, float *y, ptrdiff_t n, float shift, int normal,
+                                          const float *ahead)
 {
-    return normal ? FS_exp_store_sum_f32_impl(x, y, n, shift, 1, NULL)
-                  : FS_exp_store_sum_f32_impl(x, y, n, shift, 0, NULL);
+    return normal ? FS_exp_store_sum_f32_impl(x, y, n, shift, 1, NULL, ahead)
+                  : FS_exp_store_sum_f32_impl(x, y, n, shift, 0, NULL, ahead);
 }
 
 /* y[j] = exp(x[j] - m), and the sum and ties of FS_exp_sum_off_max_f32 */
 static inline double FS_exp_store_sum_off_max_f32(const float *x, float *y, ptrdiff_t n, float m,
-                                                  ptrdiff_t *ties, int normal)
+                                                  ptrdiff_t *ties, int normal, const float *ahead)
 {
-    return normal ? FS_exp_store_sum_f32_impl(x, y, n, m, 1, ties)
-                  : FS_exp_store_sum_f32_impl(x, y, n, m, 0, ties);
+    return normal ? FS_exp_store_sum_f32_impl(x, y, n, m, 1, ties, ahead)
+                  : FS_exp_store_sum_f32_impl(x, y, n, m, 0, ties, ahead);
 }
 
 /* Sum of exp(x[j] - m) over the x[j] != m, and (in *ties) how many x[j] == m; x is only
    read.  Leaving the max terms out lets the caller form log(sum) with log1p. */
-static inline double FS_exp_sum_off_max_f32(const float *x, ptrdiff_t n, float m, ptrdiff_t *ties, int normal)
+static inline double FS_exp_sum_off_max_f32(const float *x, ptrdiff_t n, float m, ptrdiff_t *ties, int normal,
+                                            const float *ahead)
 {
-    return normal ? FS_exp_store_sum_f32_impl(x, NULL, n, m, 1, ties)
-                  : FS_exp_store_sum_f32_impl(x, NULL, n, m, 0, ties);
+    return normal ? FS_exp_store_sum_f32_impl(x, NULL, n, m, 1, ties, ahead)
+                  : FS_exp_store_sum_f32_impl(x, NULL, n, m, 0, ties, ahead);
 }
 
 /* y[j] = y[j] * inverse rounded once to float: inverse is split into float parts
@@ -605,7 +616,7 @@ FS_exp_store_sum_block_f64(const double *x, double *y, FS_v4d s, const int count
 
 static inline __attribute__((always_inline)) double
 FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift, const int normal,
-                          ptrdiff_t *ties)
+                          ptrdiff_t *ties, const double *ahead)
 {
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
@@ -613,9 +624,14 @@ FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift,
     const FS_v4l lane_index = {0, 1, 2, 3};
     FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0, a, e;
     FS_v4l count = {0, 0, 0, 0}, at_a;
-    for (; j + 16 <= n; j += 16)
+    for (; j + 16 <= n; j += 16) {
+        if (ahead) {
+            __builtin_prefetch(ahead + j);
+            __builtin_prefetch(ahead + j + 8);
+        }
         FS_exp_store_sum_block_f64(x + j, y ? y + j : NULL, s, 4, normal, ties ? &count : NULL,
                                    &s0, &c0, &s1, &c1);
+    }
     if (j + 8 <= n) {
         FS_exp_store_sum_block_f64(x + j, y ? y + j : NULL, s, 2, normal, ties ? &count : NULL,
                                    &s0, &c0, &s1, &c1);
@@ -656,26 +672,28 @@ FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift,
 #endif
 }
 
-static inline double FS_exp_store_sum_f64(const double *x, double *y, ptrdiff_t n, double shift, int normal)
+static inline double FS_exp_store_sum_f64(const double *x, double *y, ptrdiff_t n, double shift, int normal,
+                                          const double *ahead)
 {
-    return normal ? FS_exp_store_sum_f64_impl(x, y, n, shift, 1, NULL)
-                  : FS_exp_store_sum_f64_impl(x, y, n, shift, 0, NULL);
+    return normal ? FS_exp_store_sum_f64_impl(x, y, n, shift, 1, NULL, ahead)
+                  : FS_exp_store_sum_f64_impl(x, y, n, shift, 0, NULL, ahead);
 }
 
 /* y[j] = exp(x[j] - m), and the sum and ties of FS_exp_sum_off_max_f64 */
 static inline double FS_exp_store_sum_off_max_f64(const double *x, double *y, ptrdiff_t n, double m,
-                                                  ptrdiff_t *ties, int normal)
+                                                  ptrdiff_t *ties, int normal, const double *ahead)
 {
-    return normal ? FS_exp_store_sum_f64_impl(x, y, n, m, 1, ties)
-                  : FS_exp_store_sum_f64_impl(x, y, n, m, 0, ties);
+    return normal ? FS_exp_store_sum_f64_impl(x, y, n, m, 1, ties, ahead)
+                  : FS_exp_store_sum_f64_impl(x, y, n, m, 0, ties, ahead);
 }
 
 /* Sum of exp(x[j] - m) over the x[j] != m, and (in *ties) how many x[j] == m; x is only
    read.  Leaving the max terms out lets the caller form log(sum) with log1p. */
-static inline double FS_exp_sum_off_max_f64(const double *x, ptrdiff_t n, double m, ptrdiff_t *ties, int normal)
+static inline double FS_exp_sum_off_max_f64(const double *x, ptrdiff_t n, double m, ptrdiff_t *ties, int normal,
+                                            const double *ahead)
 {
-    return normal ? FS_exp_store_sum_f64_impl(x, NULL, n, m, 1, ties)
-                  : FS_exp_store_sum_f64_impl(x, NULL, n, m, 0, ties);
+    return normal ? FS_exp_store_sum_f64_impl(x, NULL, n, m, 1, ties, ahead)
+                  : FS_exp_store_sum_f64_impl(x, NULL, n, m, 0, ties, ahead);
 }
 
 /* Division of double rows by their sum, as a multiplication: vdivpd takes 4-5 cycles per
