@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import fastsoft as fs
+from fastsoft._kernels import _buffers
 
 from _arrays import assert_matches_reference
 
@@ -288,6 +289,28 @@ def test_non_last_axis_columns_in_place_and_into_out(name, dtype):
     big = np.concatenate([x, x[:1]])
     getattr(fs, name)(big[:-1], axis=0, out=big[1:])
     np.testing.assert_array_equal(big[1:], expected)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ("softmax", "log_softmax"))
+def test_streamed_columns_equal_the_rows(name, dtype):
+    # a non-last-axis result of at least 12 MiB whose rows start on cache lines is
+    # written back with streaming stores: the bits of the transposed copy's rows all the
+    # same, with a row count that is no multiple of 8 and a narrow last strip; in place too
+    itemsize = np.dtype(dtype).itemsize
+    n_cols = 3216 if itemsize == 4 else 1608          # rows of whole 64-byte lines
+    n_rows = (13 << 20) // (n_cols * itemsize) | 3
+    x = _rows(n_rows, n_cols, dtype, seed=13)
+    x[5, 7], x[9, :40] = np.nan, -np.inf
+    expected = np.moveaxis(getattr(fs, name)(np.ascontiguousarray(x.T)), -1, 0)
+    with np.errstate(invalid="ignore"):
+        result = getattr(fs, name)(x, axis=0)
+        assert result.nbytes >= 12 << 20 and result.ctypes.data % 64 == 0
+        np.testing.assert_array_equal(result, expected)
+        work = _buffers.empty(x.shape, dtype)           # 64-byte aligned, as results are
+        work[...] = x
+        assert getattr(fs, name)(work, axis=0, out=work) is work
+    np.testing.assert_array_equal(work, expected)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

@@ -38,6 +38,7 @@ cdef extern from "fs_simd.h" nogil:
     void FS_two_minus_sigmoid_f32(const float* z, float* c, Py_ssize_t n) noexcept
     void FS_two_minus_sigmoid_f64(const double* z, double* c, Py_ssize_t n) noexcept
     void FS_store_fence() noexcept
+    void FS_stream_copy(void* dst, const void* src, size_t nbytes) noexcept
     void FS_log_normalize_stream_f32(const float* x, float* y, Py_ssize_t n, float m, double log_norm) noexcept
     void FS_log_normalize_stream_f64(const double* x, double* y, Py_ssize_t n, double m, double log_norm) noexcept
     void FS_sigsoftmax_terms_f64(const double* z, double* e, Py_ssize_t n, double z_max) noexcept

@@ -1310,7 +1310,7 @@ static inline void FS_two_minus_sigmoid_f64(const double *z, double *c, ptrdiff_
 
 static inline void FS_store_fence(void)
 {
-#if defined(__AVX__)
+#if defined(__SSE2__)
     _mm_sfence();
 #endif
 }
@@ -1351,6 +1351,23 @@ static inline void FS_log_normalize_stream_f64(const double *x, double *y, ptrdi
 #endif
     for (; j < n; j++)
         y[j] = (x[j] - m) - log_norm;
+}
+
+/* memcpy(dst, src, nbytes) with 16-byte streaming stores (SSE2, so the baseline build
+   has them too); dst 16-byte aligned, nbytes a multiple of 16 (a strip's transposed rows
+   written back whole, see _write_back_streamed). */
+static inline void FS_stream_copy(void *dst, const void *src, size_t nbytes)
+{
+    size_t j = 0;
+#if defined(__SSE2__)
+    for (; j + 16 <= nbytes; j += 16) {
+        __m128i a;
+        memcpy(&a, (const char *)src + j, sizeof a);
+        _mm_stream_si128((__m128i *)((char *)dst + j), a);
+    }
+#endif
+    if (j < nbytes)
+        memcpy((char *)dst + j, (const char *)src + j, nbytes - j);
 }
 
 #endif /* FS_SIMD_H */
