@@ -17,7 +17,7 @@ from fastsoft import _backend
 
 ARRAY_FUNCTIONS = [name for name in fs.__all__
                    if name not in ("get_num_threads", "set_num_threads", "show_config",
-                                   "__version__")]
+                                   "release_result_memory", "__version__")]
 
 
 class FakeGpuArray:

@@ -141,3 +141,13 @@ def test_environment_sets_the_limit_and_rejects_nonsense():
         """, FASTSOFT_RESULT_CACHE_MB="lots")
     assert output.split()[0] == str(512 << 20)
     assert "FASTSOFT_RESULT_CACHE_MB" in output
+
+
+def test_release_result_memory_frees_the_kept_blocks(empty_cache):
+    result = fs.softmax(np.zeros((LARGE_ROWS, 10), dtype=np.float32))
+    nbytes = result.nbytes
+    del result
+    assert _buffers.info()[:2] == (1, nbytes)
+    assert fs.release_result_memory() == nbytes
+    assert _buffers.info()[:2] == (0, 0)
+    assert fs.release_result_memory() == 0

@@ -8,7 +8,7 @@ from ._backward import (
     sigsoftmax_backward,
     softmax_backward,
 )
-from ._config import get_num_threads, set_num_threads, show_config
+from ._config import get_num_threads, release_result_memory, set_num_threads, show_config
 from ._losses import cross_entropy
 from ._mixture import log_mixture, mixture_cross_entropy
 from ._version import __version__
@@ -30,5 +30,6 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "show_config",
+    "release_result_memory",
     "__version__",
 ]

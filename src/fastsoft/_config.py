@@ -104,6 +104,39 @@ def _gpu_report():
         return f"installed but unusable: {error}"
 
 
+def release_result_memory():
+    """Give the memory kept for reuse by large results back to the operating system.
+
+    Results of 4 MiB and more that fastsoft allocates (calls without ``out=``) are made
+    on blocks it keeps when such a result, and every view of it, is freed, so that the
+    next result of about that size skips the page faults and page zeroing of fresh
+    memory. At most 4 blocks and 512 MiB are kept (the environment variable
+    ``FASTSOFT_RESULT_CACHE_MB``, read at import, sets the limit; 0 turns recycling
+    off). This frees the kept blocks now, e.g. in a long-running process after a batch
+    of large calls; results still in use are not touched, and later results start
+    keeping blocks again.
+
+    Returns
+    -------
+    int
+        The number of bytes freed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastsoft as fs
+    >>> p = fs.softmax(np.zeros((2000, 1000), dtype=np.float32))   # 8 MB: recycled
+    >>> del p
+    >>> fs.release_result_memory() >= 8_000_000
+    True
+    >>> fs.release_result_memory()
+    0
+    """
+    from ._kernels import _buffers
+
+    return _buffers.release()
+
+
 def _result_memory_report():
     from ._kernels import _buffers
 
@@ -112,7 +145,7 @@ def _result_memory_report():
         return f"large results on fresh memory (recycling off: {_buffers.ENV_LIMIT}=0)"
     return (f"memory of results of {_buffers.LARGE_RESULT_BYTES >> 20} MiB and more "
             f"recycled, {blocks} block(s) / {kept / (1 << 20):.1f} MiB kept now (limit "
-            f"{limit / (1 << 20):g} MiB, {_buffers.ENV_LIMIT})")
+            f"{limit / (1 << 20):g} MiB, {_buffers.ENV_LIMIT}; release_result_memory())")
 
 
 def show_config(file=None):
