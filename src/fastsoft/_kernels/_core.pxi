@@ -187,6 +187,15 @@ cdef enum:
     PREFETCH_ROW_MAX_BYTES = 1 << 20
 
 
+cdef inline const real* _row_ahead(const real* x, Py_ssize_t x_step, Py_ssize_t i,
+                                   Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
+    """The row after row i, for row i's exponential pass to prefetch, or NULL: none after
+    the last row, none for rows longer than PREFETCH_ROW_MAX_BYTES."""
+    if i + 1 >= n_rows or n_cols * <Py_ssize_t>sizeof(real) > PREFETCH_ROW_MAX_BYTES:
+        return NULL
+    return x + (i + 1) * x_step
+
+
 cdef inline bint _streamed_result(cnp.ndarray out, object mask, bint log_output):
     """Whether a log output (log_softmax, log_sigsoftmax) of these rows is written with
     streaming stores: no mask, rows longer than the short-row lanes, a result of at least
@@ -219,7 +228,6 @@ cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t 
                         bint log_output, int n_threads, bint streaming=False) noexcept nogil:
     """streaming: _streamed_result's answer (every thread fences after its rows)."""
     cdef Py_ssize_t i
-    cdef bint prefetch = n_cols * <Py_ssize_t>sizeof(real) <= PREFETCH_ROW_MAX_BYTES
     if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:
         _short_rows(x, x_step, out, out_step, n_rows, n_cols, 1 if log_output else 0, n_threads)
         return
@@ -228,7 +236,7 @@ cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t 
         for i in range(n_rows):
             _row_softmax(x + i * x_step, out + i * out_step,
                          mask + i * n_cols if mask != NULL else NULL, n_cols, log_output,
-                         streaming, x + (i + 1) * x_step if prefetch and i + 1 < n_rows else NULL)
+                         streaming, _row_ahead(x, x_step, i, n_rows, n_cols))
         if streaming:
             FS_store_fence()
         return
@@ -236,7 +244,7 @@ cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t 
         for i in prange(n_rows, schedule="static"):
             _row_softmax(x + i * x_step, out + i * out_step,
                          mask + i * n_cols if mask != NULL else NULL, n_cols, log_output,
-                         streaming, x + (i + 1) * x_step if prefetch and i + 1 < n_rows else NULL)
+                         streaming, _row_ahead(x, x_step, i, n_rows, n_cols))
         if streaming:
             FS_store_fence()
 
@@ -248,7 +256,6 @@ cdef void _sigsoftmax_rows(const real* z, Py_ssize_t z_step, real* out, Py_ssize
     """streaming: as in _softmax_rows."""
     cdef Py_ssize_t i
     cdef double* gap
-    cdef bint prefetch = n_cols * <Py_ssize_t>sizeof(real) <= PREFETCH_ROW_MAX_BYTES
     if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:
         _short_rows(z, z_step, out, out_step, n_rows, n_cols, 4 if log_output else 3, n_threads)
         return
@@ -257,7 +264,7 @@ cdef void _sigsoftmax_rows(const real* z, Py_ssize_t z_step, real* out, Py_ssize
             _row_sigsoftmax(z + i * z_step, out + i * out_step,
                             mask + i * n_cols if mask != NULL else NULL,
                             scratch, n_cols, log_output, streaming,
-                            z + (i + 1) * z_step if prefetch and i + 1 < n_rows else NULL)
+                            _row_ahead(z, z_step, i, n_rows, n_cols))
         if streaming:
             FS_store_fence()
         return
@@ -267,7 +274,7 @@ cdef void _sigsoftmax_rows(const real* z, Py_ssize_t z_step, real* out, Py_ssize
             _row_sigsoftmax(z + i * z_step, out + i * out_step,
                             mask + i * n_cols if mask != NULL else NULL,
                             gap, n_cols, log_output, streaming,
-                            z + (i + 1) * z_step if prefetch and i + 1 < n_rows else NULL)
+                            _row_ahead(z, z_step, i, n_rows, n_cols))
         if streaming:
             FS_store_fence()
 
@@ -277,7 +284,6 @@ cdef void _logsumexp_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_
                           Py_ssize_t n_cols, int n_threads) noexcept nogil:
     cdef Py_ssize_t i
     cdef real* row_copy
-    cdef bint prefetch = n_cols * <Py_ssize_t>sizeof(real) <= PREFETCH_ROW_MAX_BYTES
     if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:
         _short_rows(x, x_step, out, out_step, n_rows, n_cols, 2, n_threads)
         return
@@ -285,14 +291,14 @@ cdef void _logsumexp_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_
         for i in range(n_rows):
             out[i * out_step] = _row_logsumexp(
                 x + i * x_step, mask + i * n_cols if mask != NULL else NULL, scratch, n_cols,
-                x + (i + 1) * x_step if prefetch and i + 1 < n_rows else NULL)
+                _row_ahead(x, x_step, i, n_rows, n_cols))
         return
     with parallel(num_threads=n_threads):
         row_copy = scratch + omp_get_thread_num() * n_cols
         for i in prange(n_rows, schedule="static"):
             out[i * out_step] = _row_logsumexp(
                 x + i * x_step, mask + i * n_cols if mask != NULL else NULL, row_copy, n_cols,
-                x + (i + 1) * x_step if prefetch and i + 1 < n_rows else NULL)
+                _row_ahead(x, x_step, i, n_rows, n_cols))
 
 
 # ---------------------------------------------------------------------------------------
@@ -508,9 +514,11 @@ cdef inline void _column_unit(const real* x, real* out, real* lse, real* strip, 
             lse[c] = _row_logsumexp(strip + c * n, NULL, NULL, n)
         else:
             _row_softmax(strip + c * n, strip + c * n, NULL, n, op == 1)
-    if op != 2 and stream:
+    if op == 2:
+        return
+    if stream:
         _write_back_streamed(strip, n, out, inner, k)
-    elif op != 2:
+    else:
         _transpose_block(strip, n, out, inner, k, n, True)
 
 

@@ -162,7 +162,7 @@ cdef inline double _row_cross_entropy_index(
         real* grad, double grad_scale, bint sigsoftmax, double* work,
         const real* ahead=NULL) noexcept nogil:
     """The common case of _row_cross_entropy: an index target, no smoothing.  ahead: the
-    next row, prefetched by the softmax exponential pass (as in _softmax_rows).
+    next row, prefetched by the exponential pass (as in _softmax_rows).
 
     Then B = w_t at the target only and A = w_t, so loss = w_t (log S - d_t) and
     grad = scale w_t (p - onehot(t)) (times 2 - sigmoid(x) for sigsoftmax).  Vector passes
@@ -196,8 +196,6 @@ cdef inline double _row_cross_entropy_index(
     else:
         short_exp = _short_exp(row_min, row_max)
         target_d = <double>x[target] - <double>row_max
-    if sigsoftmax:
-        ahead = NULL
     if grad == NULL:
         sum_off_max = _row_sum_exp_off_max(d, n, shift, &ties, short_exp, ahead)
     elif real is float:
@@ -233,7 +231,6 @@ cdef void _cross_entropy_rows(
     cdef real* grad_row
     cdef Py_ssize_t n_groups = (n_rows + SHORT_GROUP - 1) // SHORT_GROUP
     cdef Py_ssize_t group, first, rows
-    cdef bint prefetch = n_cols * <Py_ssize_t>sizeof(real) <= PREFETCH_ROW_MAX_BYTES
     if (FS_SHORT_CROSS_ENTROPY and targets != NULL and smoothing == 0 and n_cols <= SHORT_ROW
             and n_rows > 1):
         # short rows: one row per vector lane (fs_short.h), the row path's bits
@@ -266,7 +263,7 @@ cdef void _cross_entropy_rows(
                 losses[i] = _row_cross_entropy_index(
                     x + i * x_step, n_cols, targets[i], w[targets[i]], grad_row,
                     grad_scales[i] if grad_scales != NULL else grad_scale, sigsoftmax, work,
-                    x + (i + 1) * x_step if prefetch and i + 1 < n_rows else NULL)
+                    _row_ahead(x, x_step, i, n_rows, n_cols))
             else:
                 losses[i] = _row_cross_entropy(
                     x + i * x_step, n_cols,

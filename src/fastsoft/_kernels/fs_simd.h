@@ -409,13 +409,6 @@ static inline double FS_fold_kahan4d(FS_v4d s0, FS_v4d c0, FS_v4d s1, FS_v4d c1)
    a far-out or infinite value take the general path.  The tail always takes the general
    path, since its padding is -inf. */
 
-/* The one exponentiate-and-sum loop.  y == NULL: nothing is stored.  ties == NULL: the
-   sum of every exp(x - shift).  ties != NULL: the sum leaves out the values x == shift
-   (each exactly 1) and *ties counts them, so that the caller can form the log of the sum
-   with log1p (cross-entropy wants both that and the stored exponentials).  Lanes past
-   the row's end add nothing.  ahead != NULL: n values there (the caller's next row) are
-   prefetched along the way, so that its memory-bound max pass finds them in cache; the
-   arithmetic is the same. */
 #if FS_HAVE_VECTOR_EXTENSIONS
 /* One block of the loop below: count (2 or 4) whole vectors from x, exponentiated side
    by side; the sum takes them in pairs, in order, so blocks of 4 add exactly what two
