@@ -214,9 +214,9 @@ static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
    column j of the rows (j < width, width = n rounded up to 4; zeros past n).  The
    type-generic ones are written once for 8 float and 4 double lanes:
    FS_short_max_*: the rows' max (NaN never becomes it: vmax keeps the old max);
-   FS_short_exps_*: e[j] = exp(c[j] - m), j < width, through the short exponential
-     unless a real lane (j < n) is outside its range; returns whether it took the
-     general path;
+   FS_short_exps_*: e[j] = exp(c[j] - m) for j < n (and up to width where that costs
+     nothing: whole blocks of 4 vectors, else 0), through the short exponential unless a
+     real lane (j < n) is outside its range; returns whether it took the general path;
    FS_short_off_max_*: off[j] = e[j] except 0 where c[j] equals the max (the logs' sums
      leave the max out, log1p adds it back); returns how many per lane (off may be e);
    FS_short_two_minus_sigmoid_*: f[j] = 2 - sigmoid(c[j]) as FS_two_minus_sigmoid_*. */
@@ -238,7 +238,20 @@ static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
                 far |= e[j] < (T)(FAR);                                                     \
         }                                                                                   \
         const int general = ANY(far);                                                       \
-        for (ptrdiff_t j = 0; j < width; j += 4) {                                          \
+        ptrdiff_t j = 0;                                                                    \
+        for (; j + 4 <= n; j += 4) {                                                        \
+            if (general)                                                                    \
+                EXP_LANES(e + j, 4, 0);                                                     \
+            else                                                                            \
+                EXP_LANES(e + j, 4, 1);                                                     \
+        }                                                                                   \
+        if (j < n && n - j <= 2) {      /* 1000000x10: 10 exponentials, not 12 */           \
+            if (general)                                                                    \
+                EXP_LANES(e + j, 2, 0);                                                     \
+            else                                                                            \
+                EXP_LANES(e + j, 2, 1);                                                     \
+            e[j + 2] = e[j + 3] = SPLAT((T)0);    /* past n: never read back */             \
+        } else if (j < n) {                                                                 \
             if (general)                                                                    \
                 EXP_LANES(e + j, 4, 0);                                                     \
             else                                                                            \
