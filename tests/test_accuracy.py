@@ -1,5 +1,6 @@
 """Accuracy against exact values: mpmath (60 digits) for rows up to 1000 values,
-np.longdouble (64-bit significand on x86) for rows of 10^5 and 10^6 values.
+np.longdouble (64-bit significand on x86) for rows of 10^5, 3·10^5 (past the 1 MiB where
+rows are taken in chunks) and 10^6 values.
 
 Bounds, with u = 2**-24 (float32) or 2**-53 (float64):
 
@@ -25,7 +26,7 @@ DIGITS = 60
 FACTOR = 4.0
 DTYPES = (np.float32, np.float64)
 MPMATH_LENGTHS = (1, 2, 7, 100, 1000)
-LONGDOUBLE_LENGTHS = (100_000,)
+LONGDOUBLE_LENGTHS = (100_000, 300_000)   # 300_000: past LONG_ROW_BYTES, in chunks
 SLOW_LENGTHS = (1_000_000,)
 
 # the worst error seen per (function, dtype): ulps, fraction of the bound(s)

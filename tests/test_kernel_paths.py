@@ -375,3 +375,66 @@ def test_short_rows_write_only_their_rows(name, dtype, n_cols):
     func(x, axis=-1, out=strided[:, :n_cols])
     np.testing.assert_array_equal(strided[:, :n_cols], expected)
     assert np.all(strided[:, n_cols:] == 7.0)
+
+
+# Rows longer than LONG_ROW_BYTES (1 MiB) are exponentiated chunk by chunk, each chunk
+# against its own max, and brought to the row's max afterwards (_long_row_sums)
+LONG_ROW = 300_000
+
+
+def _long_rows(dtype):
+    """Rows of LONG_ROW values that stress the chunks: the max moving to every later
+    chunk, chunks of only -inf (masked padding), a NaN or a +inf in one chunk, only -inf,
+    chunk maxima within ulps of each other, one chunk far above the rest."""
+    n = LONG_ROW
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((8, n))
+    x[0] += np.linspace(-60.0, 0.0, n)
+    x[1, : n // 2] = -np.inf
+    x[2, n - 5] = np.nan
+    x[3, 1234] = np.inf
+    x[4] = -np.inf
+    x[5] = 0.5 + np.finfo(dtype).eps * rng.integers(-2, 3, n)
+    x[6, 40_000:] -= 50.0
+    x[7, : n // 3] = -np.inf
+    x[7, n // 3 :: 1000] = np.nan
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ("softmax", "log_softmax", "logsumexp"))
+def test_long_rows_in_chunks_match_reference(name, dtype):
+    x = _long_rows(dtype)
+    # into memory holding other values: every value of the result must be written
+    out = np.full(x.shape[:1] if name == "logsumexp" else x.shape, 7.0, dtype=dtype)
+    with np.errstate(invalid="ignore"):
+        got = getattr(fs, name)(x, axis=-1, out=out)
+    assert_matches_reference(name, got, x)
+    if name != "logsumexp":
+        for row in (2, 3, 4, 7):                    # NaN, +inf, only -inf: the row is NaN
+            assert np.all(np.isnan(got[row])), row
+        assert np.all(got[1, : LONG_ROW // 2] == (0 if name == "softmax" else -np.inf))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ("softmax", "log_softmax"))
+def test_long_rows_in_place_masked_and_one_thread_agree(name, dtype):
+    # the chunked rows are computed in place (each chunk read before it is written), and
+    # a mask of all True or one thread changes nothing: same bits
+    func = getattr(fs, name)
+    x = _long_rows(dtype)[[0, 1, 5, 6]]
+    expected = func(x, axis=-1)
+    work = x.copy()
+    assert func(work, axis=-1, out=work) is work
+    np.testing.assert_array_equal(work, expected)
+    np.testing.assert_array_equal(func(x, axis=-1, where=np.ones(x.shape, dtype=bool)), expected)
+    np.testing.assert_array_equal(func(x, axis=-1, num_threads=1), expected)
+
+
+@pytest.mark.parametrize("name", ("softmax", "log_softmax", "logsumexp"))
+def test_rows_longer_than_the_chunk_table(name):
+    # past 256 chunks of 128 KiB (8388608 float32 values) the chunks grow instead
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(8_500_000) + np.linspace(-30.0, 0.0, 8_500_000)).astype(np.float32)
+    x[:300_000] = -np.inf
+    assert_matches_reference(name, getattr(fs, name)(x), x)

@@ -78,26 +78,36 @@ cdef inline void _row_softmax(const real* x, real* v, const unsigned char* mask,
     streaming (log_softmax without a mask, results larger than the caches): the output
     row is written with streaming stores (fs_simd.h), sparing the read-for-ownership of
     its lines; the caller fences.  softmax ignores it: keeping its exponentials in a row
-    buffer to stream them out measured slower (docs/performance.md).
+    buffer to stream them out measured slower (docs/performance.md).  Rows longer than
+    LONG_ROW_BYTES take their max and sum chunk by chunk (_long_row_sums): ahead is not
+    used there, each chunk prefetches the next.
     """
     cdef real row_max, row_min
     cdef double total, log_norm
     cdef Py_ssize_t n_at_max
-    cdef bint short_exp
+    cdef bint long_row = n * <Py_ssize_t>sizeof(real) > LONG_ROW_BYTES
+    cdef real chunk_max[LONG_CHUNKS_MAX]
     if mask != NULL:
         if _row_copy_masked(x, mask, v, n) == 0:
             _row_fill(v, n, -INFINITY if log_output else 0)
             return
         x = v
-    row_max = _row_minmax(x, n, &row_min)
-    short_exp = _short_exp(row_min, row_max)
-    if log_output:
-        total = _row_sum_exp_off_max(x, n, row_max, &n_at_max, short_exp, ahead)
+    if long_row and not log_output:
+        total = _long_row_sums(x, v, n, chunk_max, &row_max, &n_at_max)
+        _long_row_scale(v, n, chunk_max, row_max, total)
+    elif log_output:
+        if long_row:
+            total = _long_row_sums(x, <real*>NULL, n, <real*>NULL, &row_max, &n_at_max)
+        else:
+            row_max = _row_minmax(x, n, &row_min)
+            total = _row_sum_exp_off_max(x, n, row_max, &n_at_max,
+                                         _short_exp(row_min, row_max), ahead)
         # +inf in the row: the row is NaN, as softmax's is (inf - inf)
         log_norm = NAN if row_max == INFINITY else _log_normalizer(total, n_at_max)
         _row_log_normalize(x, v, n, row_max, log_norm, streaming)
     else:
-        total = _row_exp_shifted_sum(x, v, n, row_max, short_exp, ahead)
+        row_max = _row_minmax(x, n, &row_min)
+        total = _row_exp_shifted_sum(x, v, n, row_max, _short_exp(row_min, row_max), ahead)
         _row_scale(v, n, total)
     if mask != NULL:
         _row_fill_masked(v, mask, n, -INFINITY if log_output else 0)
@@ -114,8 +124,12 @@ cdef inline real _row_logsumexp(const real* x, const unsigned char* mask, real* 
         if _row_copy_masked(x, mask, scratch, n) == 0:
             return -INFINITY
         x = scratch
-    row_max = _row_minmax(x, n, &row_min)
-    total = _row_sum_exp_off_max(x, n, row_max, &n_at_max, _short_exp(row_min, row_max), ahead)
+    if n * <Py_ssize_t>sizeof(real) > LONG_ROW_BYTES:
+        total = _long_row_sums(x, <real*>NULL, n, <real*>NULL, &row_max, &n_at_max)
+    else:
+        row_max = _row_minmax(x, n, &row_min)
+        total = _row_sum_exp_off_max(x, n, row_max, &n_at_max, _short_exp(row_min, row_max),
+                                     ahead)
     return <real>(<double>row_max + _log_normalizer(total, n_at_max))
 
 

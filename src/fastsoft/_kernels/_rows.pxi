@@ -15,7 +15,7 @@
 # 5. The max ignores NaN (a NaN never compares greater); NaN then propagates through the
 #    sum, so a NaN anywhere makes its own row NaN and no other.
 
-from libc.math cimport INFINITY, NAN, log1p
+from libc.math cimport INFINITY, NAN, exp, expm1, log1p
 
 ctypedef fused real:
     float
@@ -23,6 +23,26 @@ ctypedef fused real:
 
 cdef enum:
     CHUNK = 256   # values exponentiated and summed while they stay in L1
+    # Rows longer than LONG_ROW_BYTES (more than L2) are taken in chunks of
+    # LONG_CHUNK_BYTES: a chunk's max pass and its exponential pass run back to back while
+    # it is in L2, against the chunk's own max, and one more step brings each chunk to the
+    # row's max (_long_row_sums).  A whole-row max pass would read the row from memory
+    # once more.  At most LONG_CHUNKS_MAX chunks (longer rows take longer chunks), so the
+    # chunks' maxima and sums fit on the stack.
+    LONG_ROW_BYTES = 1 << 20
+    LONG_CHUNK_BYTES = 1 << 17
+    LONG_CHUNKS_MAX = 256
+
+
+cdef inline Py_ssize_t _long_row_chunk(Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
+    """Values per chunk of a long row: LONG_CHUNK_BYTES, or more (whole 64-byte lines)
+    when the row would need more than LONG_CHUNKS_MAX of them."""
+    cdef Py_ssize_t chunk = LONG_CHUNK_BYTES // itemsize
+    cdef Py_ssize_t line = 64 // itemsize
+    if n > chunk * LONG_CHUNKS_MAX:
+        chunk = (n + LONG_CHUNKS_MAX - 1) // LONG_CHUNKS_MAX
+        chunk = (chunk + line - 1) // line * line
+    return chunk
 
 
 cdef inline real _row_max(const real* x, Py_ssize_t n) noexcept nogil:
@@ -158,6 +178,97 @@ cdef inline double _log_normalizer(double sum_off_max, Py_ssize_t n_at_max) noex
     """log(sum of exp(x - max)) from _row_sum_exp_off_max's two results (fs_simd.h's
     log1p, the one fs_short.h's lanes use)."""
     return FS_log1p_one(sum_off_max + <double>(n_at_max - 1))
+
+
+cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, real* chunk_max,
+                                  real* row_max, Py_ssize_t* n_at_max) noexcept nogil:
+    """The max and the sum of exponentials of a long row (LONG_ROW_BYTES), chunk by chunk.
+
+    Each chunk is exponentiated against its own max m_c right after its max pass, while
+    it is still in L2 (and the next chunk is prefetched meanwhile); the row's max M is the
+    largest m_c, and each chunk's sum is brought to it by exp(m_c - M) in double, added
+    with compensation.  Returns the sum; *row_max receives M.
+
+    e == NULL (the logs): the sum leaves out the values equal to M and *n_at_max counts
+    them, as _row_sum_exp_off_max.  e != NULL (softmax): e[j] = exp(x[j] - m_c) for the
+    chunks with a finite max, whose m_c go to chunk_max for _long_row_scale; the sum keeps
+    every term (*n_at_max = 0), and is NaN when the row is: a NaN, a +inf, or only -inf.
+    Chunks of only -inf (masked padding) add 0 and keep their values.
+    """
+    cdef Py_ssize_t chunk = _long_row_chunk(n, sizeof(real))
+    cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
+    cdef double sums[LONG_CHUNKS_MAX]
+    cdef Py_ssize_t ties[LONG_CHUNKS_MAX]
+    cdef real maxes[LONG_CHUNKS_MAX]
+    cdef Py_ssize_t c, start, k, at_max = 0
+    cdef real low, top = -INFINITY
+    cdef double total = 0, compensation = 0
+    cdef const real* ahead
+    for c in range(n_chunks):
+        start = c * chunk
+        k = min(chunk, n - start)
+        maxes[c] = _row_minmax(x + start, k, &low)
+        ties[c] = 0
+        ahead = x + start + chunk if c + 1 < n_chunks else NULL
+        if e == NULL or maxes[c] == -INFINITY:
+            # the off-max sum of a chunk of -inf (and NaN) is 0 (or NaN): its values
+            # all equal the max, or are NaN
+            sums[c] = _row_sum_exp_off_max(x + start, k, maxes[c], &ties[c],
+                                           _short_exp(low, maxes[c]), ahead)
+            if e != NULL:
+                ties[c] = 0
+        elif maxes[c] == INFINITY:
+            sums[c] = NAN       # softmax's rule: a +inf makes its row NaN
+        else:
+            sums[c] = _row_exp_shifted_sum(x + start, e + start, k, maxes[c],
+                                           _short_exp(low, maxes[c]), ahead)
+        if maxes[c] > top:
+            top = maxes[c]
+    for c in range(n_chunks):
+        if maxes[c] == top:
+            _add_compensated(&total, &compensation, sums[c])
+            at_max += ties[c]
+        else:
+            _add_compensated(&total, &compensation,
+                             (sums[c] + <double>ties[c]) * exp(<double>maxes[c] - <double>top))
+        if chunk_max != NULL:
+            chunk_max[c] = maxes[c]
+    row_max[0] = top
+    n_at_max[0] = at_max
+    if e != NULL and top == -INFINITY:
+        return NAN              # a row of only -inf is NaN, as in the row loops
+    return total + compensation if total - total == 0 else total
+
+
+cdef inline void _long_row_scale(real* e, Py_ssize_t n, const real* chunk_max, real row_max,
+                                 double total) noexcept nogil:
+    """Softmax's last step on a long row after _long_row_sums: e[j] = exp(x[j] - m_c) is
+    divided by total * exp(M - m_c), as _row_scale divides (rounded once); chunks of only
+    -inf become 0; a NaN total makes the row NaN."""
+    cdef Py_ssize_t chunk = _long_row_chunk(n, sizeof(real))
+    cdef Py_ssize_t c, start, k, j
+    cdef double divisor, factor
+    if total != total:
+        _row_fill(e, n, NAN)
+        return
+    for c in range((n + chunk - 1) // chunk):
+        start = c * chunk
+        k = min(chunk, n - start)
+        if chunk_max[c] == -INFINITY:
+            _row_fill(e + start, k, 0)
+        elif chunk_max[c] == row_max:
+            _row_scale(e + start, k, total)
+        else:
+            # total exp(M - m_c) as total + total expm1(M - m_c): rounded once, where
+            # the product would round exp's result too (chunk maxima close to M)
+            divisor = total + total * expm1(<double>row_max - <double>chunk_max[c])
+            if divisor < 1e300:
+                _row_scale(e + start, k, divisor)
+            else:
+                # every value of the chunk is far below the dtype's smallest normal
+                factor = exp(<double>chunk_max[c] - <double>row_max) / total
+                for j in range(start, start + k):
+                    e[j] = <real>(<double>e[j] * factor)
 
 
 cdef inline void _row_sigsoftmax_gap(const real* z, double* gap, Py_ssize_t n, real z_max) noexcept nogil:
