@@ -173,11 +173,12 @@ def test_small_calls_with_keywords(name):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("shape", [(300, 1000), (5, 3), (2000, 10), (3, 40000)])
+@pytest.mark.parametrize("shape", [(300, 1000), (5, 3), (2000, 10), (3, 40000), (2, 300_000)])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_index_cross_entropy_row_agrees_with_one_hot_probabilities(shape, dtype, weighted):
-    # index targets without smoothing take the three-pass row; one-hot probability
-    # targets take the general row: the same loss and gradient
+    # index targets without smoothing take the three-pass row (rows past 1 MiB: by
+    # chunks); one-hot probability targets take the general row: the same loss and
+    # gradient
     rng = np.random.default_rng(sum(shape))
     x = (rng.standard_normal(shape) * 4).astype(dtype)
     x[0, 0] = -np.inf
@@ -438,3 +439,40 @@ def test_rows_longer_than_the_chunk_table(name):
     x = (rng.standard_normal(8_500_000) + np.linspace(-30.0, 0.0, 8_500_000)).astype(np.float32)
     x[:300_000] = -np.inf
     assert_matches_reference(name, getattr(fs, name)(x), x)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_long_row_cross_entropy_matches_reference(dtype):
+    # index-target cross-entropy on rows past LONG_ROW_BYTES: loss logsumexp(x) - x_t and
+    # gradient softmax(x) - onehot(t), against long double, for the rows of _long_rows
+    # (targets in the -inf part of row 1 and at the +inf of row 3), into memory holding
+    # other values and in place
+    x = _long_rows(dtype)
+    target = np.array([LONG_ROW - 1, 10, 7, 1234, 3, 99, 200_000, 5])
+    out = np.full(x.shape, 7.0, dtype=dtype)
+    with np.errstate(invalid="ignore"):
+        loss, grad = fs.cross_entropy(x, target, reduction="none", return_grad=True,
+                                      grad_out=out)
+        work = x.copy()
+        loss_in_place, _ = fs.cross_entropy(work, target, reduction="none", return_grad=True,
+                                            grad_out=work)
+    np.testing.assert_array_equal(loss_in_place, loss)
+    np.testing.assert_array_equal(work, grad)
+    for row in (2, 3, 4, 7):                        # NaN, +inf, only -inf: NaN
+        assert np.isnan(loss[row]) and np.all(np.isnan(grad[row])), row
+    rtol = 1e-5 if dtype == np.float32 else 1e-13
+    for row in (0, 1, 5, 6):
+        xl = x[row].astype(np.longdouble)
+        top = xl.max()
+        e = np.exp(xl - top)
+        total = e.sum()
+        expected_grad = e / total
+        expected_grad[target[row]] -= 1
+        expected_loss = top + np.log(total) - xl[target[row]]
+        if np.isinf(expected_loss):
+            assert loss[row] == expected_loss, row
+        else:
+            np.testing.assert_allclose(loss[row], float(expected_loss), rtol=rtol)
+        np.testing.assert_allclose(grad[row].astype(np.longdouble), expected_grad, rtol=rtol,
+                                   atol=float(rtol * np.abs(expected_grad).max()),
+                                   err_msg=f"row {row}")

@@ -157,6 +157,41 @@ cdef inline double _row_cross_entropy(
     return loss
 
 
+cdef inline double _long_row_cross_entropy_index(
+        const real* x, Py_ssize_t n, Py_ssize_t target, double w_t, real* grad,
+        double grad_scale) noexcept nogil:
+    """_row_cross_entropy_index with softmax, for rows past LONG_ROW_BYTES: the max and
+    the sum by chunks (_long_row_sums), the gradient's exponentials stored against each
+    chunk's max and brought to the row's by _long_row_scale."""
+    cdef real chunk_max[LONG_CHUNKS_MAX]
+    cdef real row_max
+    cdef Py_ssize_t ties, target_chunk
+    cdef double target_d = <double>x[target]    # read before grad (maybe x) is written
+    cdef double sum_off_max, log_s, factor, total, p_t
+    sum_off_max = _long_row_sums(x, grad, n, chunk_max if grad != NULL else NULL, &row_max,
+                                 &ties, True)
+    if row_max == INFINITY or row_max == -INFINITY:
+        # as in _row_cross_entropy_index: a +inf logit or a row of only -inf is NaN
+        sum_off_max = NAN
+    target_d -= <double>row_max
+    log_s = _log_normalizer(sum_off_max, ties)
+    if grad != NULL:
+        factor = grad_scale * w_t
+        total = sum_off_max + <double>ties
+        target_chunk = target // _long_row_chunk(n, sizeof(real))
+        if total != total:
+            p_t = NAN
+        elif chunk_max[target_chunk] == -INFINITY:
+            p_t = 0                                 # a -inf target among -inf values
+        else:
+            p_t = <double>grad[target] * exp(<double>chunk_max[target_chunk]
+                                             - <double>row_max) / total
+        _long_row_scale(grad, n, chunk_max, row_max, total / factor)
+        grad[target] = <real>(factor * (p_t - 1.0))
+    # 0 * log 0 counts as 0: a zero-weight target never turns a -inf logit into NaN
+    return 0.0 if w_t == 0 else w_t * (log_s - target_d)
+
+
 cdef inline double _row_cross_entropy_index(
         const real* x, Py_ssize_t n, Py_ssize_t target, double w_t,
         real* grad, double grad_scale, bint sigsoftmax, double* work,
@@ -171,6 +206,8 @@ cdef inline double _row_cross_entropy_index(
     gradient row (or only summed when no gradient is wanted); one scaling.  Everything
     read from x is read before the gradient row (which may be x itself) is written.
     """
+    if not sigsoftmax and n * <Py_ssize_t>sizeof(real) > LONG_ROW_BYTES:
+        return _long_row_cross_entropy_index(x, n, target, w_t, grad, grad_scale)
     cdef real row_min
     cdef real row_max = _row_minmax(x, n, &row_min)
     cdef bint short_exp

@@ -122,6 +122,16 @@ cdef inline double _row_sum_exp_off_max(const real* x, Py_ssize_t n, real row_ma
         return FS_exp_sum_off_max_f64(x, n, row_max, n_at_max, short_exp, ahead)
 
 
+cdef inline double _row_exp_store_sum_off_max(const real* x, real* e, Py_ssize_t n,
+                                              real row_max, Py_ssize_t* n_at_max,
+                                              bint short_exp, const real* ahead=NULL) noexcept nogil:
+    """e[j] = exp(x[j] - row_max) (e may be x), and _row_sum_exp_off_max's sum and count."""
+    if real is float:
+        return FS_exp_store_sum_off_max_f32(x, e, n, row_max, n_at_max, short_exp, ahead)
+    else:
+        return FS_exp_store_sum_off_max_f64(x, e, n, row_max, n_at_max, short_exp, ahead)
+
+
 cdef inline void _row_scale(real* v, Py_ssize_t n, double total) noexcept nogil:
     """v[j] /= total.  float rows multiply by the double reciprocal and round once."""
     if real is float:
@@ -181,7 +191,8 @@ cdef inline double _log_normalizer(double sum_off_max, Py_ssize_t n_at_max) noex
 
 
 cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, real* chunk_max,
-                                  real* row_max, Py_ssize_t* n_at_max) noexcept nogil:
+                                  real* row_max, Py_ssize_t* n_at_max,
+                                  bint count_ties=False) noexcept nogil:
     """The max and the sum of exponentials of a long row (LONG_ROW_BYTES), chunk by chunk.
 
     Each chunk is exponentiated against its own max m_c right after its max pass, while
@@ -193,7 +204,9 @@ cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, real* ch
     them, as _row_sum_exp_off_max.  e != NULL (softmax): e[j] = exp(x[j] - m_c) for the
     chunks with a finite max, whose m_c go to chunk_max for _long_row_scale; the sum keeps
     every term (*n_at_max = 0), and is NaN when the row is: a NaN, a +inf, or only -inf.
-    Chunks of only -inf (masked padding) add 0 and keep their values.
+    Chunks of only -inf (masked padding) add 0 and keep their values.  e != NULL and
+    count_ties (cross-entropy, which wants both): the exponentials are stored and the
+    sum and count are the logs'; a +inf is then the caller's to handle, as there.
     """
     cdef Py_ssize_t chunk = _long_row_chunk(n, sizeof(real))
     cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
@@ -215,8 +228,11 @@ cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, real* ch
             # all equal the max, or are NaN
             sums[c] = _row_sum_exp_off_max(x + start, k, maxes[c], &ties[c],
                                            _short_exp(low, maxes[c]), ahead)
-            if e != NULL:
+            if e != NULL and not count_ties:
                 ties[c] = 0
+        elif count_ties:
+            sums[c] = _row_exp_store_sum_off_max(x + start, e + start, k, maxes[c], &ties[c],
+                                                 _short_exp(low, maxes[c]), ahead)
         elif maxes[c] == INFINITY:
             sums[c] = NAN       # softmax's rule: a +inf makes its row NaN
         else:
@@ -235,7 +251,7 @@ cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, real* ch
             chunk_max[c] = maxes[c]
     row_max[0] = top
     n_at_max[0] = at_max
-    if e != NULL and top == -INFINITY:
+    if e != NULL and not count_ties and top == -INFINITY:
         return NAN              # a row of only -inf is NaN, as in the row loops
     return total + compensation if total - total == 0 else total
 
