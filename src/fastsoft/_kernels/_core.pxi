@@ -86,18 +86,18 @@ cdef inline void _row_softmax(const real* x, real* v, const unsigned char* mask,
     cdef double total, log_norm
     cdef Py_ssize_t n_at_max
     cdef bint long_row = n * <Py_ssize_t>sizeof(real) > LONG_ROW_BYTES
-    cdef real chunk_max[LONG_CHUNKS_MAX]
+    cdef double drop[LONG_CHUNKS_MAX]
     if mask != NULL:
         if _row_copy_masked(x, mask, v, n) == 0:
             _row_fill(v, n, -INFINITY if log_output else 0)
             return
         x = v
     if long_row and not log_output:
-        total = _long_row_sums(x, v, n, chunk_max, &row_max, &n_at_max)
-        _long_row_scale(v, n, chunk_max, row_max, total)
+        total = _long_row_sums(x, v, n, drop, &row_max, &n_at_max)
+        _long_row_scale(v, n, drop, total)
     elif log_output:
         if long_row:
-            total = _long_row_sums(x, <real*>NULL, n, <real*>NULL, &row_max, &n_at_max)
+            total = _long_row_sums(x, <real*>NULL, n, NULL, &row_max, &n_at_max)
         else:
             row_max = _row_minmax(x, n, &row_min)
             total = _row_sum_exp_off_max(x, n, row_max, &n_at_max,
@@ -125,7 +125,7 @@ cdef inline real _row_logsumexp(const real* x, const unsigned char* mask, real* 
             return -INFINITY
         x = scratch
     if n * <Py_ssize_t>sizeof(real) > LONG_ROW_BYTES:
-        total = _long_row_sums(x, <real*>NULL, n, <real*>NULL, &row_max, &n_at_max)
+        total = _long_row_sums(x, <real*>NULL, n, NULL, &row_max, &n_at_max)
     else:
         row_max = _row_minmax(x, n, &row_min)
         total = _row_sum_exp_off_max(x, n, row_max, &n_at_max, _short_exp(row_min, row_max),

@@ -163,12 +163,12 @@ cdef inline double _long_row_cross_entropy_index(
     """_row_cross_entropy_index with softmax, for rows past LONG_ROW_BYTES: the max and
     the sum by chunks (_long_row_sums), the gradient's exponentials stored against each
     chunk's max and brought to the row's by _long_row_scale."""
-    cdef real chunk_max[LONG_CHUNKS_MAX]
+    cdef double drop[LONG_CHUNKS_MAX]
     cdef real row_max
     cdef Py_ssize_t ties, target_chunk
     cdef double target_d = <double>x[target]    # read before grad (maybe x) is written
     cdef double sum_off_max, log_s, factor, total, p_t
-    sum_off_max = _long_row_sums(x, grad, n, chunk_max if grad != NULL else NULL, &row_max,
+    sum_off_max = _long_row_sums(x, grad, n, drop if grad != NULL else NULL, &row_max,
                                  &ties, True)
     if row_max == INFINITY or row_max == -INFINITY:
         # as in _row_cross_entropy_index: a +inf logit or a row of only -inf is NaN
@@ -181,12 +181,11 @@ cdef inline double _long_row_cross_entropy_index(
         target_chunk = target // _long_row_chunk(n, sizeof(real))
         if total != total:
             p_t = NAN
-        elif chunk_max[target_chunk] == -INFINITY:
+        elif drop[target_chunk] == INFINITY:
             p_t = 0                                 # a -inf target among -inf values
         else:
-            p_t = <double>grad[target] * exp(<double>chunk_max[target_chunk]
-                                             - <double>row_max) / total
-        _long_row_scale(grad, n, chunk_max, row_max, total / factor)
+            p_t = <double>grad[target] * exp(-drop[target_chunk]) / total
+        _long_row_scale(grad, n, drop, total / factor)
         grad[target] = <real>(factor * (p_t - 1.0))
     # 0 * log 0 counts as 0: a zero-weight target never turns a -inf logit into NaN
     return 0.0 if w_t == 0 else w_t * (log_s - target_d)

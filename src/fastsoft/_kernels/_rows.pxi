@@ -190,7 +190,7 @@ cdef inline double _log_normalizer(double sum_off_max, Py_ssize_t n_at_max) noex
     return FS_log1p_one(sum_off_max + <double>(n_at_max - 1))
 
 
-cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, real* chunk_max,
+cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, double* drop,
                                   real* row_max, Py_ssize_t* n_at_max,
                                   bint count_ties=False) noexcept nogil:
     """The max and the sum of exponentials of a long row (LONG_ROW_BYTES), chunk by chunk.
@@ -202,7 +202,8 @@ cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, real* ch
 
     e == NULL (the logs): the sum leaves out the values equal to M and *n_at_max counts
     them, as _row_sum_exp_off_max.  e != NULL (softmax): e[j] = exp(x[j] - m_c) for the
-    chunks with a finite max, whose m_c go to chunk_max for _long_row_scale; the sum keeps
+    chunks with a finite max, and drop[c] = M - m_c (+inf for a chunk of only -inf) for
+    _long_row_scale; the sum keeps
     every term (*n_at_max = 0), and is NaN when the row is: a NaN, a +inf, or only -inf.
     Chunks of only -inf (masked padding) add 0 and keep their values.  e != NULL and
     count_ties (cross-entropy, which wants both): the exponentials are stored and the
@@ -247,8 +248,8 @@ cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, real* ch
         else:
             _add_compensated(&total, &compensation,
                              (sums[c] + <double>ties[c]) * exp(<double>maxes[c] - <double>top))
-        if chunk_max != NULL:
-            chunk_max[c] = maxes[c]
+        if drop != NULL:
+            drop[c] = <double>top - <double>maxes[c]
     row_max[0] = top
     n_at_max[0] = at_max
     if e != NULL and not count_ties and top == -INFINITY:
@@ -256,11 +257,12 @@ cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, real* ch
     return total + compensation if total - total == 0 else total
 
 
-cdef inline void _long_row_scale(real* e, Py_ssize_t n, const real* chunk_max, real row_max,
+cdef inline void _long_row_scale(real* e, Py_ssize_t n, const double* drop,
                                  double total) noexcept nogil:
-    """Softmax's last step on a long row after _long_row_sums: e[j] = exp(x[j] - m_c) is
-    divided by total * exp(M - m_c), as _row_scale divides (rounded once); chunks of only
-    -inf become 0; a NaN total makes the row NaN."""
+    """The last step of softmax (and sigsoftmax) on a long row after its chunk sums:
+    chunk c's exponentials, taken drop[c] below the row's max, are divided by
+    total * exp(drop[c]), as _row_scale divides (rounded once); chunks with drop +inf (only
+    -inf) become 0; a NaN total makes the row NaN."""
     cdef Py_ssize_t chunk = _long_row_chunk(n, sizeof(real))
     cdef Py_ssize_t c, start, k, j
     cdef double divisor, factor
@@ -270,19 +272,19 @@ cdef inline void _long_row_scale(real* e, Py_ssize_t n, const real* chunk_max, r
     for c in range((n + chunk - 1) // chunk):
         start = c * chunk
         k = min(chunk, n - start)
-        if chunk_max[c] == -INFINITY:
+        if drop[c] == INFINITY:
             _row_fill(e + start, k, 0)
-        elif chunk_max[c] == row_max:
+        elif drop[c] == 0:
             _row_scale(e + start, k, total)
         else:
-            # total exp(M - m_c) as total + total expm1(M - m_c): rounded once, where
-            # the product would round exp's result too (chunk maxima close to M)
-            divisor = total + total * expm1(<double>row_max - <double>chunk_max[c])
+            # total exp(drop) as total + total expm1(drop): rounded once, where the
+            # product would round exp's result too (chunk maxima close to the row's)
+            divisor = total + total * expm1(drop[c])
             if divisor < 1e300:
                 _row_scale(e + start, k, divisor)
             else:
                 # every value of the chunk is far below the dtype's smallest normal
-                factor = exp(<double>chunk_max[c] - <double>row_max) / total
+                factor = exp(-drop[c]) / total
                 for j in range(start, start + k):
                     e[j] = <real>(<double>e[j] * factor)
 
