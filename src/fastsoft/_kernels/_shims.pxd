@@ -44,6 +44,7 @@ cdef extern from "fs_simd.h" nogil:
     void FS_sigsoftmax_terms_f64(const double* z, double* e, Py_ssize_t n, double z_max) noexcept
     double FS_sum_as_exp_f64(const double* e, Py_ssize_t n) noexcept
     void FS_sigsoftmax_gap_f32f(const float* z, float* gap, Py_ssize_t n, float z_max, bint short_exp) noexcept
+    double FS_sigsoftmax_terms_f32(const float* z, float* e, Py_ssize_t n, float z_max, bint normal, const float* ahead) noexcept
     void FS_sigsoftmax_gap_f32(const float* z, double* gap, Py_ssize_t n, float z_max) noexcept
     void FS_sigsoftmax_gap_f64(const double* z, double* gap, Py_ssize_t n, double z_max) noexcept
 

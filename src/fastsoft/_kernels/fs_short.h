@@ -33,13 +33,6 @@
 
 #if FS_HAVE_VECTOR_EXTENSIONS
 
-/* the double halves of 8 floats -> 8 floats (each rounded once) */
-static inline FS_v8f FS_narrow8f(FS_v4d low, FS_v4d high)
-{
-    FS_v4f a = __builtin_convertvector(low, FS_v4f), b = __builtin_convertvector(high, FS_v4f);
-    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7);
-}
-
 /* Rows r < n_rows of x (n values each) as columns: c[j][r] = x[r * x_step + j] for j < n
    rounded up to a multiple of 8, zeros elsewhere.  Loads never reach past a row's end
    (masked loads for the last block), so any row step is safe. */

@@ -1124,6 +1124,99 @@ FS_sigsoftmax_gap_f32f_impl(const float *z, float *gap, ptrdiff_t n, float z_max
 }
 #endif
 
+#if FS_HAVE_VECTOR_EXTENSIONS
+/* the double halves of 8 floats -> 8 floats (each rounded once) */
+static inline FS_v8f FS_narrow8f(FS_v4d low, FS_v4d high)
+{
+    FS_v4f a = __builtin_convertvector(low, FS_v4f), b = __builtin_convertvector(high, FS_v4f);
+    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7);
+}
+
+/* count (1-4) vectors of FS_sigsoftmax_terms_f32: z[k] becomes the term, its two double
+   halves are added to *acc0 / *acc1 (lanes past the row masked out by `keep`) */
+static inline __attribute__((always_inline)) void
+FS_sigsoftmax_terms_lanes_f32(FS_v8f *z, const int count, FS_v8f m, FS_v8f m_neg, FS_v4d c,
+                              const int normal, FS_v8i keep, FS_v4d *acc0, FS_v4d *acc1)
+{
+    const FS_v8f zero = FS_splat8f(0.0f);
+    const FS_v4d one = FS_splat4d(1.0);
+    FS_v8f t[FS_LANES_MAX], a[FS_LANES_MAX];
+    FS_EACH(k, count) {
+        t[k] = FS_select8f(z[k] >= zero, -z[k], z[k]);
+        a[k] = (z[k] - m) + (FS_select8f(z[k] < zero, z[k], zero) - m_neg);
+    }
+    FS_expf_lanes(t, count, normal);
+    FS_expf_lanes(a, count, normal);
+    FS_EACH(k, count) {
+        FS_v4d t_lo, t_hi, a_lo, a_hi;
+        FS_widen8f(t[k], &t_lo, &t_hi);
+        FS_widen8f(a[k], &a_lo, &a_hi);
+        a_lo = a_lo * (c / (one + t_lo));
+        a_hi = a_hi * (c / (one + t_hi));
+        z[k] = FS_narrow8f(a_lo, a_hi);
+        FS_widen8f((FS_v8f)((FS_v8i)z[k] & keep), &a_lo, &a_hi);
+        *acc0 += a_lo;
+        *acc1 += a_hi;
+    }
+}
+#endif
+
+/* float sigsoftmax's terms as a product, without the gap's log1p (float64 rows do the
+   same in FS_sigsoftmax_terms_f64): with a = (z - m) + (min(z, 0) - min(m, 0)) <= 0 and
+   t = exp(-|z|) <= 1, exp(z) sigmoid(z) / (exp(m) sigmoid(m)) = exp(a) (1 + t_m) / (1 + t).
+   exp(a) and t in float; the ratio and the product in double, rounded once:
+   e[j] = that term (e may be z), and the sum of the e[j] is returned in double.  The row
+   max's term is exactly 1; a +inf or NaN logit makes its term NaN.  normal: every
+   |z[j]| <= 87 and 2 (min z - m) >= -87, so both exponentials take their short path
+   (same bits).  ahead: as in FS_exp_store_sum_f32. */
+static inline double FS_sigsoftmax_terms_f32(const float *z, float *e, ptrdiff_t n, float z_max,
+                                             int normal, const float *ahead)
+{
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v8f zero = FS_splat8f(0.0f), m = FS_splat8f(z_max);
+    const FS_v8f m_neg = FS_select8f(m < zero, m, zero);
+    const FS_v4d c = FS_splat4d(1.0 + (double)FS_expf(z_max >= 0 ? -z_max : z_max));
+    const FS_v8i all = {-1, -1, -1, -1, -1, -1, -1, -1};
+    const FS_v8i lane_index = {0, 1, 2, 3, 4, 5, 6, 7};
+    FS_v4d acc0 = FS_splat4d(0.0), acc1 = FS_splat4d(0.0);
+    FS_v8f block[FS_LANES_MAX];
+    ptrdiff_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        if (ahead) {
+            __builtin_prefetch(ahead + j);
+            __builtin_prefetch(ahead + j + 16);
+        }
+        FS_EACH(k, 4) memcpy(&block[k], z + j + 8 * k, sizeof block[k]);
+        if (normal)
+            FS_sigsoftmax_terms_lanes_f32(block, 4, m, m_neg, c, 1, all, &acc0, &acc1);
+        else
+            FS_sigsoftmax_terms_lanes_f32(block, 4, m, m_neg, c, 0, all, &acc0, &acc1);
+        FS_EACH(k, 4) memcpy(e + j + 8 * k, &block[k], sizeof block[k]);
+    }
+    for (; j < n; j += 8) {
+        ptrdiff_t k = n - j < 8 ? n - j : 8;
+        block[0] = FS_load8f_tail(z + j, k, z_max);
+        FS_sigsoftmax_terms_lanes_f32(block, 1, m, m_neg, c, 0, lane_index < (int)k, &acc0,
+                                      &acc1);
+        FS_store8f_tail(e + j, block[0], k);
+    }
+    return FS_fold4d(acc0, acc1);
+#else
+    double m = z_max, m_neg = m < 0 ? m : 0.0, total = 0.0;
+    double c = 1.0 + (double)FS_expf(z_max >= 0 ? -z_max : z_max);
+    (void)normal;
+    (void)ahead;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        float zj = z[j];
+        float a = (zj - z_max) + ((zj < 0 ? zj : 0.0f) - (float)m_neg);
+        double t = FS_expf(zj >= 0 ? -zj : zj);
+        e[j] = (float)((double)FS_expf(a) * (c / (1.0 + t)));
+        total += e[j];
+    }
+    return total;
+#endif
+}
+
 /* gap[j] = w(z[j]) - w(z_max) in float, w(z) = 2z - softplus(z); gap may not alias z.
    short_exp: every |z[j]| <= 87, so exp(-|z|) takes the exponential's short path (the
    max's tail always takes the general one: the same value either way). */
