@@ -87,7 +87,7 @@ cdef inline double _row_cross_entropy(
         else:
             # exponentials in the row's own precision (8 floats per AVX2 vector, like the
             # forward softmax); only the sums and `work` are double
-            _exp_shifted_chunk(x + start, row_exp, length, row_max, short_exp)
+            _row_exp_shifted_sum(x + start, row_exp, length, row_max, short_exp)
             for j in range(length):
                 ties += x[start + j] == row_max
                 exp_off_max[j] = 0.0 if x[start + j] == row_max else <double>row_exp[j]
@@ -171,7 +171,8 @@ cdef inline double _long_row_cross_entropy_index(
     sum_off_max = _long_row_sums(x, grad, n, drop if grad != NULL else NULL, &row_max,
                                  &ties, True)
     if row_max == INFINITY or row_max == -INFINITY:
-        # as in _row_cross_entropy_index: a +inf logit or a row of only -inf is NaN
+        # as in _row_cross_entropy_index: a +inf logit or a row of only -inf is NaN (the
+        # sums already are when the gradient is stored, not for the loss alone)
         sum_off_max = NAN
     target_d -= <double>row_max
     log_s = _log_normalizer(sum_off_max, ties)
@@ -234,10 +235,8 @@ cdef inline double _row_cross_entropy_index(
         target_d = <double>x[target] - <double>row_max
     if grad == NULL:
         sum_off_max = _row_sum_exp_off_max(d, n, shift, &ties, short_exp, ahead)
-    elif real is float:
-        sum_off_max = FS_exp_store_sum_off_max_f32(d, grad, n, shift, &ties, short_exp, ahead)
     else:
-        sum_off_max = FS_exp_store_sum_off_max_f64(d, grad, n, shift, &ties, short_exp, ahead)
+        sum_off_max = _row_exp_store_sum_off_max(d, grad, n, shift, &ties, short_exp, ahead)
     if row_max == INFINITY:
         sum_off_max = NAN      # as in _row_cross_entropy: a +inf logit makes the row NaN
     log_s = _log_normalizer(sum_off_max, ties)

@@ -86,15 +86,6 @@ cdef inline void _add_compensated(double* total, double* compensation, double te
     total[0] = t
 
 
-cdef inline void _exp_shifted_chunk(const real* x, real* e, Py_ssize_t n, real shift,
-                                    bint short_exp) noexcept nogil:
-    """e[j] = exp(x[j] - shift) for a chunk; x and e may be the same buffer."""
-    if real is float:
-        FS_exp_store_sum_f32(x, e, n, shift, short_exp, NULL)
-    else:
-        FS_exp_store_sum_f64(x, e, n, shift, short_exp, NULL)
-
-
 cdef inline double _row_exp_shifted_sum(const real* x, real* e, Py_ssize_t n, real shift,
                                         bint short_exp, const real* ahead=NULL) noexcept nogil:
     """e[j] = exp(x[j] - shift) (e may be x); returns the sum of the e[j].  short_exp: the
@@ -203,11 +194,11 @@ cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, double* 
     e == NULL (the logs): the sum leaves out the values equal to M and *n_at_max counts
     them, as _row_sum_exp_off_max.  e != NULL (softmax): e[j] = exp(x[j] - m_c) for the
     chunks with a finite max, and drop[c] = M - m_c (+inf for a chunk of only -inf) for
-    _long_row_scale; the sum keeps
-    every term (*n_at_max = 0), and is NaN when the row is: a NaN, a +inf, or only -inf.
-    Chunks of only -inf (masked padding) add 0 and keep their values.  e != NULL and
-    count_ties (cross-entropy, which wants both): the exponentials are stored and the
-    sum and count are the logs'; a +inf is then the caller's to handle, as there.
+    _long_row_scale; the sum keeps every term (*n_at_max = 0).  Chunks of only -inf
+    (masked padding) add 0 and keep their values.  e != NULL and count_ties
+    (cross-entropy, which wants both): the exponentials are stored and the sum and count
+    are the logs'.  With e != NULL the sum is NaN when the row is: a NaN, a +inf, or only
+    -inf.
     """
     cdef Py_ssize_t chunk = _long_row_chunk(n, sizeof(real))
     cdef Py_ssize_t n_chunks = (n + chunk - 1) // chunk
@@ -226,16 +217,12 @@ cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, double* 
         ahead = x + start + chunk if c + 1 < n_chunks else NULL
         if e == NULL or maxes[c] == -INFINITY:
             # the off-max sum of a chunk of -inf (and NaN) is 0 (or NaN): its values
-            # all equal the max, or are NaN
+            # all equal the max, or are NaN; below the row's max its ties weigh 0
             sums[c] = _row_sum_exp_off_max(x + start, k, maxes[c], &ties[c],
                                            _short_exp(low, maxes[c]), ahead)
-            if e != NULL and not count_ties:
-                ties[c] = 0
         elif count_ties:
             sums[c] = _row_exp_store_sum_off_max(x + start, e + start, k, maxes[c], &ties[c],
                                                  _short_exp(low, maxes[c]), ahead)
-        elif maxes[c] == INFINITY:
-            sums[c] = NAN       # softmax's rule: a +inf makes its row NaN
         else:
             sums[c] = _row_exp_shifted_sum(x + start, e + start, k, maxes[c],
                                            _short_exp(low, maxes[c]), ahead)
@@ -252,8 +239,8 @@ cdef inline double _long_row_sums(const real* x, real* e, Py_ssize_t n, double* 
             drop[c] = <double>top - <double>maxes[c]
     row_max[0] = top
     n_at_max[0] = at_max
-    if e != NULL and not count_ties and top == -INFINITY:
-        return NAN              # a row of only -inf is NaN, as in the row loops
+    if e != NULL and (top == INFINITY or top == -INFINITY):
+        return NAN      # a +inf, or only -inf: the row is NaN, as in the row loops
     return total + compensation if total - total == 0 else total
 
 
@@ -274,11 +261,10 @@ cdef inline void _long_row_scale(real* e, Py_ssize_t n, const double* drop,
         k = min(chunk, n - start)
         if drop[c] == INFINITY:
             _row_fill(e + start, k, 0)
-        elif drop[c] == 0:
-            _row_scale(e + start, k, total)
         else:
             # total exp(drop) as total + total expm1(drop): rounded once, where the
-            # product would round exp's result too (chunk maxima close to the row's)
+            # product would round exp's result too (chunk maxima close to the row's);
+            # exactly total for the chunks holding the max (drop 0)
             divisor = total + total * expm1(drop[c])
             if divisor < 1e300:
                 _row_scale(e + start, k, divisor)

@@ -231,24 +231,18 @@ static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
                 far |= e[j] < (T)(FAR);                                                     \
         }                                                                                   \
         const int general = ANY(far);                                                       \
-        ptrdiff_t j = 0;                                                                    \
-        for (; j + 4 <= n; j += 4) {                                                        \
-            if (general)                                                                    \
+        for (ptrdiff_t j = 0; j < n; j += 4) {                                              \
+            if (n - j <= 2) {           /* 1000000x10: 10 exponentials, not 12 */           \
+                if (general)                                                                \
+                    EXP_LANES(e + j, 2, 0);                                                 \
+                else                                                                        \
+                    EXP_LANES(e + j, 2, 1);                                                 \
+                e[j + 2] = e[j + 3] = SPLAT((T)0);    /* past n: never read back */         \
+            } else if (general) {                                                           \
                 EXP_LANES(e + j, 4, 0);                                                     \
-            else                                                                            \
+            } else {                                                                        \
                 EXP_LANES(e + j, 4, 1);                                                     \
-        }                                                                                   \
-        if (j < n && n - j <= 2) {      /* 1000000x10: 10 exponentials, not 12 */           \
-            if (general)                                                                    \
-                EXP_LANES(e + j, 2, 0);                                                     \
-            else                                                                            \
-                EXP_LANES(e + j, 2, 1);                                                     \
-            e[j + 2] = e[j + 3] = SPLAT((T)0);    /* past n: never read back */             \
-        } else if (j < n) {                                                                 \
-            if (general)                                                                    \
-                EXP_LANES(e + j, 4, 0);                                                     \
-            else                                                                            \
-                EXP_LANES(e + j, 4, 1);                                                     \
+            }                                                                               \
         }                                                                                   \
         return general;                                                                     \
     }                                                                                       \
