@@ -681,7 +681,9 @@ def test_thread_count_invariance(dtype):
     """Bitwise the same loss (also the mean/sum over rows) and gradient on 1 and 2 threads;
     inputs large enough (> 2**15 elements) for the package to start threads."""
     rng = np.random.default_rng(101)
-    for shape, axis in (((300, 129), 1), ((8, 10, 24, 20), 1)):
+    # the last two: dozens of dynamically scheduled chunks (short-row lanes, row loop)
+    for shape, axis in (((300, 129), 1), ((8, 10, 24, 20), 1), ((60_001, 10), 1),
+                        ((3_001, 100), 1)):
         logits = (3 * rng.standard_normal(shape)).astype(dtype)
         n_classes = shape[axis]
         index_shape = shape[:axis] + shape[axis + 1:]

@@ -69,6 +69,21 @@ def test_thread_count_invariance_long_rows(name, dtype):
     assert_matches_reference(name, serial, x, -1)
 
 
+@pytest.mark.parametrize("name, dtype", CASES)
+@pytest.mark.parametrize("shape", [(100_003, 10), (5_001, 100)], ids=["short", "mid"])
+def test_thread_count_invariance_many_chunks(name, dtype, shape):
+    """Rows are handed to threads in dynamic chunks of about 256 KiB of input: inputs of
+    dozens of chunks (the short-row lanes' tiles, the row loops) give the serial bits
+    whatever thread takes which chunk, call after call."""
+    x = big_input(dtype, shape=shape, seed=3)
+    x[-1] = -np.inf                               # the last, partial tile and chunk
+    x[shape[0] // 2, 1] = np.inf
+    serial = np.asarray(call(name, x, -1, num_threads=1))
+    for threads in (2, 3, 2):
+        assert np.array_equal(call(name, x, -1, num_threads=threads), serial, equal_nan=True)
+    assert_matches_reference(name, serial, x, -1)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_concurrent_callers(name):
     """8 Python threads calling at once on different inputs each get their own answer."""

@@ -105,7 +105,8 @@ cdef void _vjp_rows(const real* g, Py_ssize_t g_step, const real* y, Py_ssize_t 
                     const unsigned char* mask, Py_ssize_t n_rows, Py_ssize_t n_cols,
                     int kind, int n_threads) noexcept nogil:
     cdef Py_ssize_t i
-    for i in prange(n_rows, schedule="static", num_threads=n_threads,
+    cdef Py_ssize_t chunk = _rows_per_chunk(n_cols * <Py_ssize_t>sizeof(real))
+    for i in prange(n_rows, schedule="dynamic", chunksize=chunk, num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         _row_vjp(g + i * g_step, y + i * y_step, z + i * z_step if z != NULL else NULL,
                  out + i * out_step, mask + i * n_cols if mask != NULL else NULL, n_cols, kind)
@@ -116,7 +117,8 @@ cdef void _logsumexp_vjp_rows(const real* g, Py_ssize_t g_step, const real* x, P
                               const unsigned char* mask, Py_ssize_t n_rows, Py_ssize_t n_cols,
                               int n_threads) noexcept nogil:
     cdef Py_ssize_t i
-    for i in prange(n_rows, schedule="static", num_threads=n_threads,
+    cdef Py_ssize_t chunk = _rows_per_chunk(n_cols * <Py_ssize_t>sizeof(real))
+    for i in prange(n_rows, schedule="dynamic", chunksize=chunk, num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         _row_logsumexp_vjp(g[i * g_step], x + i * x_step, lse[i * lse_step], out + i * out_step,
                            mask + i * n_cols if mask != NULL else NULL, n_cols)

@@ -5,9 +5,13 @@
 #    n_cols contiguous values separated by an arbitrary (even negative) row step, the
 #    optional mask as a C-contiguous uint8 array.  They check that contract cheaply
 #    (a ValueError, never a crash, if a caller breaks it) and then run without the GIL.
-# 2. Work is parallel over rows with a static schedule, so each row is computed by the
-#    same code whatever the thread count: results do not depend on it.  Threads start only
-#    when the caller asks for more than one (the Python layer asks for one on small work).
+# 2. Work is parallel over rows, each row computed by the same code whatever thread takes
+#    it: results depend neither on the thread count nor on the schedule.  The schedule is
+#    dynamic, in chunks of about CHUNK_BYTES of input (_rows_per_chunk): on a shared
+#    machine a core is often slowed for a while by other work, and a static split makes
+#    the whole call wait for the slowed thread's half, where chunks let the other thread
+#    take more of the rows.  Threads start only when the caller asks for more than one
+#    (the Python layer asks for one on small work).
 # 3. Transforms read the input row and write the output row, which may be the same memory
 #    (in-place calls): every helper reads an element before writing it.  With a mask, the
 #    row is first copied into the output with masked entries set to -inf (which then
@@ -207,6 +211,23 @@ cdef enum:
     # 13-31% faster for rows of 2 KiB to 1 MiB (4096x1000, 64x50257, 16384x4096); rows of
     # 2 MiB and more lost (the prefetched row pushes the current one out of L3).
     PREFETCH_ROW_MAX_BYTES = 1 << 20
+    # Input bytes per dynamically scheduled chunk of rows (see the design note): small
+    # enough to even out two threads of which one is slowed, large enough that taking a
+    # chunk (one atomic add) costs nothing.  Measured on Zen 3 at 2 threads against a
+    # static split, interleaved in one process: medians 10-20% lower on 1000000x10 while
+    # the machine was busy, the same minima while it was quiet.
+    CHUNK_BYTES = 256 << 10
+
+
+cdef inline Py_ssize_t _rows_per_chunk(Py_ssize_t row_bytes) noexcept nogil:
+    """Rows per chunk of the dynamic schedule: about CHUNK_BYTES of input, and at least 4
+    rows while a row prefetches the next one (_row_ahead), which a chunk boundary wastes
+    when another thread takes that row (measured: 64x50257 float64 at one row per chunk
+    was 10% slower than at four)."""
+    cdef Py_ssize_t rows = CHUNK_BYTES // max(row_bytes, 1)
+    if row_bytes <= PREFETCH_ROW_MAX_BYTES:
+        return max(rows, 4)
+    return max(rows, 1)
 
 
 cdef inline const real* _row_ahead(const real* x, Py_ssize_t x_step, Py_ssize_t i,
@@ -233,7 +254,9 @@ cdef void _short_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t ou
     cdef Py_ssize_t rows_per_tile = SHORT_GROUP
     cdef Py_ssize_t n_tiles = (n_rows + rows_per_tile - 1) // rows_per_tile
     cdef Py_ssize_t t, first, rows
-    for t in prange(n_tiles, schedule="static", num_threads=n_threads,
+    cdef Py_ssize_t chunk = max(1, _rows_per_chunk(n_cols * <Py_ssize_t>sizeof(real))
+                                // rows_per_tile)
+    for t in prange(n_tiles, schedule="dynamic", chunksize=chunk, num_threads=n_threads,
                     use_threads_if=n_threads > 1):
         first = t * rows_per_tile
         rows = min(rows_per_tile, n_rows - first)
@@ -250,6 +273,7 @@ cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t 
                         bint log_output, int n_threads, bint streaming=False) noexcept nogil:
     """streaming: _streamed_result's answer (every thread fences after its rows)."""
     cdef Py_ssize_t i
+    cdef Py_ssize_t chunk = _rows_per_chunk(n_cols * <Py_ssize_t>sizeof(real))
     if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:
         _short_rows(x, x_step, out, out_step, n_rows, n_cols, 1 if log_output else 0, n_threads)
         return
@@ -263,7 +287,7 @@ cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t 
             FS_store_fence()
         return
     with parallel(num_threads=n_threads):
-        for i in prange(n_rows, schedule="static"):
+        for i in prange(n_rows, schedule="dynamic", chunksize=chunk):
             _row_softmax(x + i * x_step, out + i * out_step,
                          mask + i * n_cols if mask != NULL else NULL, n_cols, log_output,
                          streaming, _row_ahead(x, x_step, i, n_rows, n_cols))
@@ -277,6 +301,7 @@ cdef void _sigsoftmax_rows(const real* z, Py_ssize_t z_step, real* out, Py_ssize
                            bint streaming=False) noexcept nogil:
     """streaming: as in _softmax_rows."""
     cdef Py_ssize_t i
+    cdef Py_ssize_t chunk = _rows_per_chunk(n_cols * <Py_ssize_t>sizeof(real))
     cdef double* gap
     if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:
         _short_rows(z, z_step, out, out_step, n_rows, n_cols, 4 if log_output else 3, n_threads)
@@ -292,7 +317,7 @@ cdef void _sigsoftmax_rows(const real* z, Py_ssize_t z_step, real* out, Py_ssize
         return
     with parallel(num_threads=n_threads):
         gap = scratch + omp_get_thread_num() * n_cols
-        for i in prange(n_rows, schedule="static"):
+        for i in prange(n_rows, schedule="dynamic", chunksize=chunk):
             _row_sigsoftmax(z + i * z_step, out + i * out_step,
                             mask + i * n_cols if mask != NULL else NULL,
                             gap, n_cols, log_output, streaming,
@@ -305,6 +330,7 @@ cdef void _logsumexp_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_
                           const unsigned char* mask, real* scratch, Py_ssize_t n_rows,
                           Py_ssize_t n_cols, int n_threads) noexcept nogil:
     cdef Py_ssize_t i
+    cdef Py_ssize_t chunk = _rows_per_chunk(n_cols * <Py_ssize_t>sizeof(real))
     cdef real* row_copy
     if mask == NULL and n_cols <= SHORT_ROW and n_rows > 1:
         _short_rows(x, x_step, out, out_step, n_rows, n_cols, 2, n_threads)
@@ -317,7 +343,7 @@ cdef void _logsumexp_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_
         return
     with parallel(num_threads=n_threads):
         row_copy = scratch + omp_get_thread_num() * n_cols
-        for i in prange(n_rows, schedule="static"):
+        for i in prange(n_rows, schedule="dynamic", chunksize=chunk):
             out[i * out_step] = _row_logsumexp(
                 x + i * x_step, mask + i * n_cols if mask != NULL else NULL, row_copy, n_cols,
                 _row_ahead(x, x_step, i, n_rows, n_cols))
@@ -550,10 +576,11 @@ cdef void _columns(const real* x, real* out, real* lse, real* strips, Py_ssize_t
     # a unit: `width` columns (whole cache lines) of one slab
     cdef Py_ssize_t per_slab = (inner + width - 1) // width
     cdef Py_ssize_t u, o, c
+    cdef Py_ssize_t chunk = _rows_per_chunk(n * width * <Py_ssize_t>sizeof(real))
     cdef real* strip
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         strip = strips + omp_get_thread_num() * n * width
-        for u in prange(n_outer * per_slab, schedule="static"):
+        for u in prange(n_outer * per_slab, schedule="dynamic", chunksize=chunk):
             o = u // per_slab
             c = (u % per_slab) * width
             _column_unit(x + o * n * inner + c, out + o * n * inner + c if out != NULL else NULL,

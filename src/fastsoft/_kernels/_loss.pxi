@@ -266,10 +266,12 @@ cdef void _cross_entropy_rows(
     cdef real* grad_row
     cdef Py_ssize_t n_groups = (n_rows + SHORT_GROUP - 1) // SHORT_GROUP
     cdef Py_ssize_t group, first, rows
+    cdef Py_ssize_t chunk = _rows_per_chunk(n_cols * <Py_ssize_t>sizeof(real))
     if (FS_SHORT_CROSS_ENTROPY and targets != NULL and smoothing == 0 and n_cols <= SHORT_ROW
             and n_rows > 1):
         # short rows: one row per vector lane (fs_short.h), the row path's bits
-        for group in prange(n_groups, schedule="static", num_threads=n_threads,
+        for group in prange(n_groups, schedule="dynamic", chunksize=max(1, chunk // SHORT_GROUP),
+                            num_threads=n_threads,
                             use_threads_if=n_threads > 1):
             first = group * SHORT_GROUP
             rows = min(SHORT_GROUP, n_rows - first)
@@ -288,7 +290,7 @@ cdef void _cross_entropy_rows(
         return
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         work = scratch + omp_get_thread_num() * 2 * n_cols
-        for i in prange(n_rows, schedule="static"):
+        for i in prange(n_rows, schedule="dynamic", chunksize=chunk):
             grad_row = grad + i * grad_step if grad != NULL else NULL
             if targets != NULL and targets[i] == ignore_index:
                 losses[i] = 0.0

@@ -19,8 +19,9 @@
 #    grad rho_k = s (pi_k - r_k) (times 2 - sigmoid(rho_k)).  Probability targets q need
 #    log P_j for every j, R_k = sum_j q_j r_kj and A = sum_j q_j:
 #    grad z_kj = s (R_k f_kj - q_j r_kj) (times the factor), grad rho_k = s (A pi_k - R_k).
-# 4. Parallel over rows with a static schedule, so the result does not depend on the thread
-#    count; all scratch is one slice per thread of a buffer allocated before nogil.
+# 4. Parallel over rows in dynamic chunks (_core.pxi's design note 2): the result depends
+#    neither on the thread count nor on the schedule; all scratch is one slice per thread
+#    of a buffer allocated before nogil.
 
 cdef inline void _mix_log_prior(const real* rho, Py_ssize_t K, bint sigsoftmax,
                                 double* gap, double* log_prior) noexcept nogil:
@@ -276,10 +277,11 @@ cdef void _log_mixture_rows(const real* z, Py_ssize_t z_step, Py_ssize_t comp_st
                             double* scratch, Py_ssize_t scratch_per_thread,
                             int n_threads) noexcept nogil:
     cdef Py_ssize_t i
+    cdef Py_ssize_t chunk = _rows_per_chunk(K * C * <Py_ssize_t>sizeof(real))
     cdef double* work
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         work = scratch + omp_get_thread_num() * scratch_per_thread
-        for i in prange(n_rows, schedule="static"):
+        for i in prange(n_rows, schedule="dynamic", chunksize=chunk):
             _row_log_mixture(z + i * z_step, comp_step, rho + i * K, K, C, sigsoftmax,
                              work, out + i * out_step)
 
@@ -292,12 +294,13 @@ cdef void _mixture_ce_rows(const real* z, Py_ssize_t z_step, Py_ssize_t comp_ste
                            real* grad, Py_ssize_t grad_step, Py_ssize_t grad_comp_step,
                            real* grad_rho, double scale, int n_threads) noexcept nogil:
     cdef Py_ssize_t i, k
+    cdef Py_ssize_t chunk = _rows_per_chunk(K * C * <Py_ssize_t>sizeof(real))
     cdef double* work
     cdef real* grad_row
     cdef real* grad_rho_row
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
         work = scratch + omp_get_thread_num() * scratch_per_thread
-        for i in prange(n_rows, schedule="static"):
+        for i in prange(n_rows, schedule="dynamic", chunksize=chunk):
             grad_row = grad + i * grad_step if grad != NULL else NULL
             grad_rho_row = grad_rho + i * K if grad != NULL else NULL
             if targets != NULL and targets[i] == ignore_index:
