@@ -38,6 +38,36 @@
 #include "fs_math.h"
 #include "fs_reduce.h"
 
+/* Ask for the cache line holding p: rows of a strided column strip live in different
+   pages, where the hardware prefetchers stop, and a row's exponential pass fetches the
+   next row (`ahead`) for its max pass, two lines per block of the loop. */
+static inline void FS_prefetch(const void *p)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p);
+#else
+    (void)p;
+#endif
+}
+
+static inline void FS_prefetch_write(void *p)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p, 1);
+#else
+    (void)p;
+#endif
+}
+
+/* the two cache lines from p, if p is not NULL */
+static inline void FS_prefetch_two_lines(const void *p)
+{
+    if (p) {
+        FS_prefetch(p);
+        FS_prefetch((const char *)p + 64);
+    }
+}
+
 #if FS_HAVE_VECTOR_EXTENSIONS
 
 typedef uint32_t FS_v8u __attribute__((vector_size(32)));
@@ -459,10 +489,7 @@ FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, co
     FS_v8i count = {0, 0, 0, 0, 0, 0, 0, 0}, at_a;
     FS_v8f a, e;
     for (; j + 32 <= n; j += 32) {
-        if (ahead) {
-            __builtin_prefetch(ahead + j);
-            __builtin_prefetch(ahead + j + 16);
-        }
+        FS_prefetch_two_lines(ahead ? ahead + j : NULL);
         FS_exp_store_sum_block_f32(x + j, y ? y + j : NULL, s, 4, normal, ties ? &count : NULL,
                                    &acc0, &acc1);
     }
@@ -618,10 +645,7 @@ FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift,
     FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0, a, e;
     FS_v4l count = {0, 0, 0, 0}, at_a;
     for (; j + 16 <= n; j += 16) {
-        if (ahead) {
-            __builtin_prefetch(ahead + j);
-            __builtin_prefetch(ahead + j + 8);
-        }
+        FS_prefetch_two_lines(ahead ? ahead + j : NULL);
         FS_exp_store_sum_block_f64(x + j, y ? y + j : NULL, s, 4, normal, ties ? &count : NULL,
                                    &s0, &c0, &s1, &c1);
     }
@@ -1182,10 +1206,7 @@ static inline double FS_sigsoftmax_terms_f32(const float *z, float *e, ptrdiff_t
     FS_v8f block[FS_LANES_MAX];
     ptrdiff_t j = 0;
     for (; j + 32 <= n; j += 32) {
-        if (ahead) {
-            __builtin_prefetch(ahead + j);
-            __builtin_prefetch(ahead + j + 16);
-        }
+        FS_prefetch_two_lines(ahead ? ahead + j : NULL);
         FS_EACH(k, 4) memcpy(&block[k], z + j + 8 * k, sizeof block[k]);
         if (normal)
             FS_sigsoftmax_terms_lanes_f32(block, 4, m, m_neg, c, 1, all, &acc0, &acc1);
@@ -1248,25 +1269,6 @@ static inline void FS_sigsoftmax_gap_f32f(const float *z, float *gap, ptrdiff_t 
  * (double) block.
  * ------------------------------------------------------------------------------------- */
 
-/* Ask for the cache line holding p (rows of a strided column strip live in different
-   pages, where the hardware prefetchers stop). */
-static inline void FS_prefetch(const void *p)
-{
-#if defined(__GNUC__) || defined(__clang__)
-    __builtin_prefetch(p);
-#else
-    (void)p;
-#endif
-}
-
-static inline void FS_prefetch_write(void *p)
-{
-#if defined(__GNUC__) || defined(__clang__)
-    __builtin_prefetch(p, 1);
-#else
-    (void)p;
-#endif
-}
 
 /* The transposes are unrolled by hand-given pragmas and always inlined: left as a loop,
    GCC copied the eight rows through the stack in 16-byte halves and read them back whole,
