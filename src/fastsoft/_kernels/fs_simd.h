@@ -202,7 +202,10 @@ static inline FS_v4d FS_scale_one_plus_4d(FS_v4d p, FS_v4d s) { return (1.0 + p)
 static inline __attribute__((always_inline)) void
 FS_expf_lanes(FS_v8f *x, const int count, const int normal)
 {
-    const FS_v8f shifter = FS_splat8f(12582912.0f);
+    /* 1.5 * 2^23 + 127: t's low mantissa bits are n + 127, so that t's bits shifted by
+       23 are 2^n in the normal range (one integer addition fewer than adding the bias
+       to n; n and its rounding are the same, x log2(e) never lying halfway) */
+    const FS_v8f shifter = FS_splat8f(12583039.0f);
     FS_v8f t[FS_LANES_MAX], n[FS_LANES_MAX], r[FS_LANES_MAX], h[FS_LANES_MAX];
     FS_v8i ni[FS_LANES_MAX];
     if (!normal) {
@@ -220,7 +223,7 @@ FS_expf_lanes(FS_v8f *x, const int count, const int normal)
     FS_EACH(k, count) h[k] = h[k] * r[k] + FS_EXPF_H0;
     FS_EACH(k, count) h[k] = (r[k] * r[k]) * h[k] + r[k];        /* exp(r) - 1 */
     if (normal) {
-        FS_EACH(k, count) x[k] = FS_scale_one_plus_8f(h[k], (FS_v8f)((ni[k] + 127) << 23));
+        FS_EACH(k, count) x[k] = FS_scale_one_plus_8f(h[k], (FS_v8f)((FS_v8i)t[k] << 23));
     } else {
         FS_EACH(k, count) {
             FS_v8i n1 = ni[k] >> 1;              /* floor(n/2): both factors stay normal */
@@ -260,7 +263,7 @@ static inline int FS_all4(FS_v4l m) { (void)m; return 0; }
 static inline __attribute__((always_inline)) void
 FS_exp_lanes(FS_v4d *x, const int count, const int normal)
 {
-    const FS_v4d shifter = FS_splat4d(6755399441055744.0);
+    const FS_v4d shifter = FS_splat4d(6755399441056767.0);     /* 1.5 * 2^52 + 1023: as above */
     FS_v4d t[FS_LANES_MAX], n[FS_LANES_MAX], r[FS_LANES_MAX], h[FS_LANES_MAX];
     FS_v4l ni[FS_LANES_MAX];
     if (!normal) {
@@ -283,7 +286,7 @@ FS_exp_lanes(FS_v4d *x, const int count, const int normal)
     FS_EACH(k, count) h[k] = h[k] * r[k] + FS_EXP_H0;
     FS_EACH(k, count) h[k] = (r[k] * r[k]) * h[k] + r[k];        /* exp(r) - 1 */
     if (normal) {
-        FS_EACH(k, count) x[k] = FS_scale_one_plus_4d(h[k], (FS_v4d)((ni[k] + 1023) << 52));
+        FS_EACH(k, count) x[k] = FS_scale_one_plus_4d(h[k], (FS_v4d)((FS_v4l)t[k] << 52));
     } else {
         FS_EACH(k, count) {
             /* floor(n/2) with a logical shift (AVX2 has no 64-bit arithmetic shift) */
