@@ -20,7 +20,9 @@
 #include <stddef.h>
 #include <string.h>
 
-#if defined(__GNUC__) || defined(__clang__)
+/* FS_NO_VECTOR_EXTENSIONS builds the scalar fallback with GCC or Clang too, so that it
+   is compiled and checked here (tests/test_fallback_build.py) */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FS_NO_VECTOR_EXTENSIONS)
 #define FS_HAVE_VECTOR_EXTENSIONS 1
 typedef float FS_v8f __attribute__((vector_size(32)));
 typedef float FS_v4f __attribute__((vector_size(16)));

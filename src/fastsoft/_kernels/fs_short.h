@@ -754,11 +754,12 @@ static inline void FS_short_cross_entropy_f64(
                 m = 0;                                                                      \
             }                                                                               \
             if (op == 0) {                                                                  \
-                double total = FS_exp_store_sum_##SUFFIX(row, y + i * y_step, n, m, 0);     \
+                double total = FS_exp_store_sum_##SUFFIX(row, y + i * y_step, n, m, 0, NULL); \
                 FS_short_scale_##SUFFIX(y + i * y_step, n, total);                          \
                 continue;                                                                   \
             }                                                                               \
-            double norm = FS_log1p_one(FS_exp_sum_off_max_##SUFFIX(row, n, m, &ties, 0)     \
+            double norm = FS_log1p_one(FS_exp_sum_off_max_##SUFFIX(row, n, m, &ties, 0,     \
+                                                                    NULL)               \
                                        + (double)(ties - 1));                               \
             if (op == 1)                                                                    \
                 FS_log_normalize_##SUFFIX(row, y + i * y_step, n, m,                        \

@@ -25,7 +25,9 @@
  *    and fs_short.h's short rows), sigsoftmax's float gaps and gradient factor, and
  *    streaming stores.
  * 6. Compilers without vector extensions (not GCC/Clang) fall back to the scalar loops at
- *    the bottom of each function, which compute the same values.
+ *    the bottom of each function, which compute the same values up to the order of their
+ *    sums.  FS_NO_VECTOR_EXTENSIONS selects them under GCC/Clang too:
+ *    tests/test_fallback_build.py builds the kernels so and compares them with these.
  */
 #ifndef FS_SIMD_H
 #define FS_SIMD_H
@@ -37,6 +39,14 @@
 
 #include "fs_math.h"
 #include "fs_reduce.h"
+
+/* the intrinsics of the streaming stores and their fence, with or without vector
+   extensions */
+#if defined(__AVX__)
+#include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* Ask for the cache line holding p: rows of a strided column strip live in different
    pages, where the hardware prefetchers stop, and a row's exponential pass fetches the
@@ -1395,7 +1405,7 @@ static inline void FS_two_minus_sigmoid_f64(const double *z, double *c, ptrdiff_
  * stores.  FS_store_fence() must follow a thread's last streaming store.
  * ------------------------------------------------------------------------------------- */
 
-#if defined(__AVX__)
+#if defined(__AVX__) && FS_HAVE_VECTOR_EXTENSIONS
 #define FS_ALIGNED32(p) ((((uintptr_t)(p)) & 31) == 0)
 #endif
 
@@ -1412,7 +1422,7 @@ static inline void FS_log_normalize_stream_f32(const float *x, float *y, ptrdiff
 {
     const float l = (float)log_norm;
     ptrdiff_t j = 0;
-#if defined(__AVX__)
+#if defined(__AVX__) && FS_HAVE_VECTOR_EXTENSIONS
     const FS_v8f mv = FS_splat8f(m), lv = FS_splat8f(l);
     for (; j < n && !FS_ALIGNED32(y + j); j++)
         y[j] = (x[j] - m) - l;
@@ -1430,7 +1440,7 @@ static inline void FS_log_normalize_stream_f64(const double *x, double *y, ptrdi
                                                double log_norm)
 {
     ptrdiff_t j = 0;
-#if defined(__AVX__)
+#if defined(__AVX__) && FS_HAVE_VECTOR_EXTENSIONS
     const FS_v4d mv = FS_splat4d(m), lv = FS_splat4d(log_norm);
     for (; j < n && !FS_ALIGNED32(y + j); j++)
         y[j] = (x[j] - m) - log_norm;
