@@ -24,6 +24,11 @@ cdef inline double _row_masked_dot(const real* a, const real* b, const unsigned 
     cdef double terms[CHUNK]
     cdef double total = 0.0, compensation = 0.0
     cdef Py_ssize_t start = 0, length, j
+    if mask == NULL:
+        if real is float:
+            return FS_dot_f32(a, b, n)
+        else:
+            return FS_dot_f64(a, b, n)
     while start < n:
         length = n - start if n - start < CHUNK else CHUNK
         if b == NULL:
@@ -67,12 +72,12 @@ cdef inline void _row_vjp(const real* g, const real* y, const real* z, real* out
         _row_fill(out, n, 0)
         return
     reduced = _row_masked_dot(g, y if takes_product else <const real*>NULL, mask, n)
-    if kind == SOFTMAX_VJP:
-        for j in range(n):
-            out[j] = <real>(<double>y[j] * (<double>g[j] - reduced))
-    elif kind == LOG_SOFTMAX_VJP:
-        for j in range(n):
-            out[j] = <real>(<double>g[j] - FS_exp(<double>y[j]) * reduced)
+    if kind == SOFTMAX_VJP or kind == LOG_SOFTMAX_VJP:
+        # fs_simd.h's vector pass, in double as the loops below
+        if real is float:
+            FS_vjp_f32(g, y, out, n, reduced, kind == LOG_SOFTMAX_VJP)
+        else:
+            FS_vjp_f64(g, y, out, n, reduced, kind == LOG_SOFTMAX_VJP)
     elif kind == SIGSOFTMAX_VJP:
         for j in range(n):
             factor = 2.0 - FS_sigmoid(<double>z[j])

@@ -122,15 +122,6 @@ static inline int FS_short_overlap(const void *x, ptrdiff_t x_step, const void *
     return x_low < y_low + y_span && y_low < x_low + x_span;
 }
 
-/* Whether any lane of a comparison mask is set */
-static inline int FS_any8(FS_v8i m)
-{
-    FS_v4l folded = (FS_v4l)m;
-    return ((folded[0] | folded[1]) | (folded[2] | folded[3])) != 0;
-}
-
-static inline int FS_any4(FS_v4l m) { return ((m[0] | m[1]) | (m[2] | m[3])) != 0; }
-
 /* FS_exp_store_sum_f32_impl's sum of a row of n values, replayed for 8 rows (lane = row):
    lane k of its two double accumulators is acc_*[k] here (k < 4: acc0, else acc1), for
    rows 0-3 (low) and 4-7 (high); the lanes past n add +0 */

@@ -268,6 +268,15 @@ static inline int FS_all4(FS_v4l m)
 static inline int FS_all4(FS_v4l m) { (void)m; return 0; }
 #endif
 
+/* Whether any lane of a comparison mask is set */
+static inline int FS_any8(FS_v8i m)
+{
+    FS_v4l folded = (FS_v4l)m;
+    return ((folded[0] | folded[1]) | (folded[2] | folded[3])) != 0;
+}
+
+static inline int FS_any4(FS_v4l m) { return ((m[0] | m[1]) | (m[2] | m[3])) != 0; }
+
 /* x[k] = FS_exp(x[k]) for k < count; normal: every lane in [-708, 709] or NaN (as
    FS_expf_lanes) */
 static inline __attribute__((always_inline)) void
@@ -1396,6 +1405,195 @@ static inline void FS_two_minus_sigmoid_f64(const double *z, double *c, ptrdiff_
 #endif
 }
 
+
+/* ---------------------------------------------------------------------------------------
+ * The backward passes of softmax and log_softmax (_backward.pxi), in double for both
+ * dtypes, rounded once to the row's type:
+ *   FS_dot_*:  Σ a[j] b[j] (b NULL: Σ a[j]) in Kahan lanes, folded as FS_sum_f64 folds;
+ *   FS_vjp_*:  out = y (g - r) (softmax) or g - exp(y) r (log_softmax); out may be g.
+ * They replace scalar loops whose exponentials GCC did not vectorize: 4096x1000 float32
+ * log_softmax_backward took 13 ms on one core, PyTorch 5.4 ms.
+ * ------------------------------------------------------------------------------------- */
+
+static inline double FS_dot_f32(const float *a, const float *b, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0;
+    for (; j + 8 <= n; j += 8) {
+        FS_v8f av, bv;
+        FS_v4d a0, a1, b0, b1;
+        memcpy(&av, a + j, sizeof av);
+        FS_widen8f(av, &a0, &a1);
+        if (b) {
+            memcpy(&bv, b + j, sizeof bv);
+            FS_widen8f(bv, &b0, &b1);
+            a0 = a0 * b0;                    /* products of floats: exact in double */
+            a1 = a1 * b1;
+        }
+        FS_kahan4d(&s0, &c0, a0);
+        FS_kahan4d(&s1, &c1, a1);
+    }
+    if (j < n) {
+        FS_v8f av = FS_load8f_tail(a + j, n - j, 0.0f), bv;
+        FS_v4d a0, a1, b0, b1;
+        FS_widen8f(av, &a0, &a1);
+        if (b) {
+            bv = FS_load8f_tail(b + j, n - j, 0.0f);
+            FS_widen8f(bv, &b0, &b1);
+            a0 = a0 * b0;
+            a1 = a1 * b1;
+        }
+        FS_kahan4d(&s0, &c0, a0);
+        FS_kahan4d(&s1, &c1, a1);
+    }
+    return FS_fold_kahan4d(s0, c0, s1, c1);
+#else
+    double total = 0.0, lost = 0.0;
+    for (; j < n; j++) {
+        double term = (double)a[j] * (b ? (double)b[j] : 1.0) - lost, t = total + term;
+        lost = (t - total) - term;
+        total = t;
+    }
+    return total - lost;
+#endif
+}
+
+static inline double FS_dot_f64(const double *a, const double *b, ptrdiff_t n)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0;
+    for (; j + 8 <= n; j += 8) {
+        FS_v4d a0, a1, b0, b1;
+        memcpy(&a0, a + j, sizeof a0);
+        memcpy(&a1, a + j + 4, sizeof a1);
+        if (b) {
+            memcpy(&b0, b + j, sizeof b0);
+            memcpy(&b1, b + j + 4, sizeof b1);
+            a0 = a0 * b0;
+            a1 = a1 * b1;
+        }
+        FS_kahan4d(&s0, &c0, a0);
+        FS_kahan4d(&s1, &c1, a1);
+    }
+    for (; j < n; j += 4) {
+        ptrdiff_t k = n - j < 4 ? n - j : 4;
+        FS_v4d a0 = FS_load4d_tail(a + j, k, 0.0);
+        if (b)
+            a0 = a0 * FS_load4d_tail(b + j, k, 0.0);
+        FS_kahan4d(&s0, &c0, a0);
+    }
+    return FS_fold_kahan4d(s0, c0, s1, c1);
+#else
+    double total = 0.0, lost = 0.0;
+    for (; j < n; j++) {
+        double term = a[j] * (b ? b[j] : 1.0) - lost, t = total + term;
+        lost = (t - total) - term;
+        total = t;
+    }
+    return total - lost;
+#endif
+}
+
+#if FS_HAVE_VECTOR_EXTENSIONS
+/* the exponentials of e[0..count) (log_softmax's outputs, <= 0): the short path unless a
+   lane is below its range (-inf, far tails) */
+static inline __attribute__((always_inline)) void FS_vjp_exps(FS_v4d *e, const int count)
+{
+    FS_v4l far = {0, 0, 0, 0};
+    FS_EACH(h, count) far |= e[h] < -708.0;
+    if (FS_any4(far))
+        FS_exp_lanes(e, count, 0);
+    else
+        FS_exp_lanes(e, count, 1);
+}
+#endif
+
+static inline void FS_vjp_f32(const float *g, const float *y, float *out, ptrdiff_t n, double r,
+                              int log_kind)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d rv = FS_splat4d(r);
+    for (; j < n; j += 16) {
+        ptrdiff_t k = n - j < 16 ? n - j : 16;
+        FS_v8f gv[2], yv[2], result;
+        FS_v4d gd[4], e[4];
+        for (int h = 0; h < 2; h++) {
+            ptrdiff_t kh = k - 8 * h;
+            if (kh >= 8) {
+                memcpy(&gv[h], g + j + 8 * h, sizeof gv[h]);
+                memcpy(&yv[h], y + j + 8 * h, sizeof yv[h]);
+            } else {
+                gv[h] = FS_load8f_tail(g + j + 8 * h, kh > 0 ? kh : 0, 0.0f);
+                yv[h] = FS_load8f_tail(y + j + 8 * h, kh > 0 ? kh : 0, 0.0f);
+            }
+            FS_widen8f(gv[h], &gd[2 * h], &gd[2 * h + 1]);
+            FS_widen8f(yv[h], &e[2 * h], &e[2 * h + 1]);
+        }
+        if (log_kind) {
+            FS_vjp_exps(e, 4);
+            FS_EACH(h, 4) e[h] = gd[h] - e[h] * rv;
+        } else {
+            FS_EACH(h, 4) e[h] = e[h] * (gd[h] - rv);
+        }
+        for (int h = 0; h < 2; h++) {
+            ptrdiff_t kh = k - 8 * h;
+            result = FS_narrow8f(e[2 * h], e[2 * h + 1]);
+            if (kh >= 8)
+                memcpy(out + j + 8 * h, &result, sizeof result);
+            else if (kh > 0)
+                FS_store8f_tail(out + j + 8 * h, result, kh);
+        }
+    }
+#else
+    for (; j < n; j++)
+        out[j] = log_kind ? (float)((double)g[j] - FS_exp((double)y[j]) * r)
+                          : (float)((double)y[j] * ((double)g[j] - r));
+#endif
+}
+
+static inline void FS_vjp_f64(const double *g, const double *y, double *out, ptrdiff_t n,
+                              double r, int log_kind)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d rv = FS_splat4d(r);
+    for (; j < n; j += 8) {
+        ptrdiff_t k = n - j < 8 ? n - j : 8;
+        FS_v4d gv[2], e[2];
+        for (int h = 0; h < 2; h++) {
+            ptrdiff_t kh = k - 4 * h;
+            if (kh >= 4) {
+                memcpy(&gv[h], g + j + 4 * h, sizeof gv[h]);
+                memcpy(&e[h], y + j + 4 * h, sizeof e[h]);
+            } else {
+                gv[h] = FS_load4d_tail(g + j + 4 * h, kh > 0 ? kh : 0, 0.0);
+                e[h] = FS_load4d_tail(y + j + 4 * h, kh > 0 ? kh : 0, 0.0);
+            }
+        }
+        if (log_kind) {
+            FS_vjp_exps(e, 2);
+            e[0] = gv[0] - e[0] * rv;
+            e[1] = gv[1] - e[1] * rv;
+        } else {
+            e[0] = e[0] * (gv[0] - rv);
+            e[1] = e[1] * (gv[1] - rv);
+        }
+        for (int h = 0; h < 2; h++) {
+            ptrdiff_t kh = k - 4 * h;
+            if (kh >= 4)
+                memcpy(out + j + 4 * h, &e[h], sizeof e[h]);
+            else if (kh > 0)
+                FS_store4d_tail(out + j + 4 * h, e[h], kh);
+        }
+    }
+#else
+    for (; j < n; j++)
+        out[j] = log_kind ? g[j] - FS_exp(y[j]) * r : y[j] * (g[j] - r);
+#endif
+}
 
 /* ---------------------------------------------------------------------------------------
  * Streaming stores for log_softmax results far larger than the caches: the last pass of
