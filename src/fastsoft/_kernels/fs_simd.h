@@ -1420,28 +1420,22 @@ static inline double FS_dot_f32(const float *a, const float *b, ptrdiff_t n)
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
     FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0;
-    for (; j + 8 <= n; j += 8) {
+    for (; j < n; j += 8) {
+        ptrdiff_t k = n - j < 8 ? n - j : 8;      /* the last block: zeros past n */
         FS_v8f av, bv;
         FS_v4d a0, a1, b0, b1;
-        memcpy(&av, a + j, sizeof av);
+        if (k == 8)
+            memcpy(&av, a + j, sizeof av);
+        else
+            av = FS_load8f_tail(a + j, k, 0.0f);
         FS_widen8f(av, &a0, &a1);
         if (b) {
-            memcpy(&bv, b + j, sizeof bv);
+            if (k == 8)
+                memcpy(&bv, b + j, sizeof bv);
+            else
+                bv = FS_load8f_tail(b + j, k, 0.0f);
             FS_widen8f(bv, &b0, &b1);
             a0 = a0 * b0;                    /* products of floats: exact in double */
-            a1 = a1 * b1;
-        }
-        FS_kahan4d(&s0, &c0, a0);
-        FS_kahan4d(&s1, &c1, a1);
-    }
-    if (j < n) {
-        FS_v8f av = FS_load8f_tail(a + j, n - j, 0.0f), bv;
-        FS_v4d a0, a1, b0, b1;
-        FS_widen8f(av, &a0, &a1);
-        if (b) {
-            bv = FS_load8f_tail(b + j, n - j, 0.0f);
-            FS_widen8f(bv, &b0, &b1);
-            a0 = a0 * b0;
             a1 = a1 * b1;
         }
         FS_kahan4d(&s0, &c0, a0);
