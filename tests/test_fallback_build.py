@@ -34,6 +34,10 @@ CALLS = [
     ("log_sigsoftmax", "fs.log_sigsoftmax(x)"),
     ("softmax_axis0", "fs.softmax(x, axis=0)"), ("log_softmax_axis0", "fs.log_softmax(x, axis=0)"),
     ("softmax_backward", "fs.softmax_backward(x[::-1].copy(), fs.softmax(x))"),
+    ("log_softmax_backward", "fs.log_softmax_backward(x[::-1].copy(), fs.log_softmax(x))"),
+    ("sigsoftmax_backward", "fs.sigsoftmax_backward(x[::-1].copy(), fs.sigsoftmax(x), x)"),
+    ("log_sigsoftmax_backward",
+     "fs.log_sigsoftmax_backward(x[::-1].copy(), fs.log_sigsoftmax(x), x)"),
     ("cross_entropy_grad", "fs.cross_entropy(x, np.arange(len(x)) % x.shape[1], "
                            "reduction='none', return_grad=True)[1]"),
     ("sigsoftmax_ce_grad", "fs.cross_entropy(x, np.arange(len(x)) % x.shape[1], "

@@ -65,27 +65,20 @@ cdef inline real _row_max_unmasked(const real* x, const unsigned char* mask, Py_
 cdef inline void _row_vjp(const real* g, const real* y, const real* z, real* out,
                           const unsigned char* mask, Py_ssize_t n, int kind) noexcept nogil:
     """out = vector-Jacobian product of one row (see the module comment for the cases)."""
-    cdef double reduced, factor
+    cdef double reduced
     cdef bint takes_product = kind == SOFTMAX_VJP or kind == SIGSOFTMAX_VJP
-    cdef Py_ssize_t j
     if z != NULL and _row_max_unmasked(z, mask, n) == -INFINITY:
         _row_fill(out, n, 0)
         return
     reduced = _row_masked_dot(g, y if takes_product else <const real*>NULL, mask, n)
-    if kind == SOFTMAX_VJP or kind == LOG_SOFTMAX_VJP:
-        # fs_simd.h's vector pass, in double as the loops below
-        if real is float:
-            FS_vjp_f32(g, y, out, n, reduced, kind == LOG_SOFTMAX_VJP)
-        else:
-            FS_vjp_f64(g, y, out, n, reduced, kind == LOG_SOFTMAX_VJP)
-    elif kind == SIGSOFTMAX_VJP:
-        for j in range(n):
-            factor = 2.0 - FS_sigmoid(<double>z[j])
-            out[j] = <real>(factor * (<double>y[j] * (<double>g[j] - reduced)))
+    # fs_simd.h's vector pass, in double: y (g - r) or g - exp(y) r, times 2 - sigmoid(z)
+    # for sigsoftmax's two
+    if real is float:
+        FS_vjp_f32(g, y, z if kind >= SIGSOFTMAX_VJP else NULL, out, n, reduced,
+                   kind == LOG_SOFTMAX_VJP or kind == LOG_SIGSOFTMAX_VJP)
     else:
-        for j in range(n):
-            factor = 2.0 - FS_sigmoid(<double>z[j])
-            out[j] = <real>(factor * (<double>g[j] - FS_exp(<double>y[j]) * reduced))
+        FS_vjp_f64(g, y, z if kind >= SIGSOFTMAX_VJP else NULL, out, n, reduced,
+                   kind == LOG_SOFTMAX_VJP or kind == LOG_SIGSOFTMAX_VJP)
     if mask != NULL:
         _row_fill_masked(out, mask, n, 0)
 

@@ -1407,10 +1407,11 @@ static inline void FS_two_minus_sigmoid_f64(const double *z, double *c, ptrdiff_
 
 
 /* ---------------------------------------------------------------------------------------
- * The backward passes of softmax and log_softmax (_backward.pxi), in double for both
+ * The backward passes of the four transforms (_backward.pxi), in double for both
  * dtypes, rounded once to the row's type:
  *   FS_dot_*:  Σ a[j] b[j] (b NULL: Σ a[j]) in Kahan lanes, folded as FS_sum_f64 folds;
- *   FS_vjp_*:  out = y (g - r) (softmax) or g - exp(y) r (log_softmax); out may be g.
+ *   FS_vjp_*:  out = y (g - r) (softmax) or g - exp(y) r (log_softmax), times
+ *              2 - sigmoid(z) for sigsoftmax's (z not NULL); out may be g.
  * They replace scalar loops whose exponentials GCC did not vectorize: 4096x1000 float32
  * log_softmax_backward took 13 ms on one core, PyTorch 5.4 ms.
  * ------------------------------------------------------------------------------------- */
@@ -1502,35 +1503,59 @@ static inline __attribute__((always_inline)) void FS_vjp_exps(FS_v4d *e, const i
     else
         FS_exp_lanes(e, count, 1);
 }
+
+/* sigsoftmax's factor 2 - sigmoid(z) on count double vectors, as FS_sigmoid computes it */
+static inline __attribute__((always_inline)) void FS_vjp_factors(FS_v4d *z, const int count)
+{
+    const FS_v4d zero = FS_splat4d(0.0), one = FS_splat4d(1.0);
+    FS_v4l positive[4];
+    FS_v4d t[4];
+    FS_EACH(h, count) {
+        positive[h] = z[h] >= zero;
+        t[h] = FS_select4d(positive[h], -z[h], z[h]);
+    }
+    FS_vjp_exps(t, count);
+    FS_EACH(h, count) z[h] = 2.0 - FS_select4d(positive[h], one, t[h]) / (one + t[h]);
+}
 #endif
 
-static inline void FS_vjp_f32(const float *g, const float *y, float *out, ptrdiff_t n, double r,
-                              int log_kind)
+static inline void FS_vjp_f32(const float *g, const float *y, const float *z, float *out,
+                              ptrdiff_t n, double r, int log_kind)
 {
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
     const FS_v4d rv = FS_splat4d(r);
     for (; j < n; j += 16) {
         ptrdiff_t k = n - j < 16 ? n - j : 16;
-        FS_v8f gv[2], yv[2], result;
-        FS_v4d gd[4], e[4];
+        FS_v8f gv[2], yv[2], zv[2], result;
+        FS_v4d gd[4], e[4], f[4];
         for (int h = 0; h < 2; h++) {
             ptrdiff_t kh = k - 8 * h;
             if (kh >= 8) {
                 memcpy(&gv[h], g + j + 8 * h, sizeof gv[h]);
                 memcpy(&yv[h], y + j + 8 * h, sizeof yv[h]);
+                if (z)
+                    memcpy(&zv[h], z + j + 8 * h, sizeof zv[h]);
             } else {
                 gv[h] = FS_load8f_tail(g + j + 8 * h, kh > 0 ? kh : 0, 0.0f);
                 yv[h] = FS_load8f_tail(y + j + 8 * h, kh > 0 ? kh : 0, 0.0f);
+                if (z)
+                    zv[h] = FS_load8f_tail(z + j + 8 * h, kh > 0 ? kh : 0, 0.0f);
             }
             FS_widen8f(gv[h], &gd[2 * h], &gd[2 * h + 1]);
             FS_widen8f(yv[h], &e[2 * h], &e[2 * h + 1]);
+            if (z)
+                FS_widen8f(zv[h], &f[2 * h], &f[2 * h + 1]);
         }
         if (log_kind) {
             FS_vjp_exps(e, 4);
             FS_EACH(h, 4) e[h] = gd[h] - e[h] * rv;
         } else {
             FS_EACH(h, 4) e[h] = e[h] * (gd[h] - rv);
+        }
+        if (z) {
+            FS_vjp_factors(f, 4);
+            FS_EACH(h, 4) e[h] = f[h] * e[h];
         }
         for (int h = 0; h < 2; h++) {
             ptrdiff_t kh = k - 8 * h;
@@ -1542,29 +1567,35 @@ static inline void FS_vjp_f32(const float *g, const float *y, float *out, ptrdif
         }
     }
 #else
-    for (; j < n; j++)
-        out[j] = log_kind ? (float)((double)g[j] - FS_exp((double)y[j]) * r)
-                          : (float)((double)y[j] * ((double)g[j] - r));
+    for (; j < n; j++) {
+        double v = log_kind ? (double)g[j] - FS_exp((double)y[j]) * r
+                            : (double)y[j] * ((double)g[j] - r);
+        out[j] = (float)(z ? (2.0 - FS_sigmoid((double)z[j])) * v : v);
+    }
 #endif
 }
 
-static inline void FS_vjp_f64(const double *g, const double *y, double *out, ptrdiff_t n,
-                              double r, int log_kind)
+static inline void FS_vjp_f64(const double *g, const double *y, const double *z, double *out,
+                              ptrdiff_t n, double r, int log_kind)
 {
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
     const FS_v4d rv = FS_splat4d(r);
     for (; j < n; j += 8) {
         ptrdiff_t k = n - j < 8 ? n - j : 8;
-        FS_v4d gv[2], e[2];
+        FS_v4d gv[2], e[2], f[2];
         for (int h = 0; h < 2; h++) {
             ptrdiff_t kh = k - 4 * h;
             if (kh >= 4) {
                 memcpy(&gv[h], g + j + 4 * h, sizeof gv[h]);
                 memcpy(&e[h], y + j + 4 * h, sizeof e[h]);
+                if (z)
+                    memcpy(&f[h], z + j + 4 * h, sizeof f[h]);
             } else {
                 gv[h] = FS_load4d_tail(g + j + 4 * h, kh > 0 ? kh : 0, 0.0);
                 e[h] = FS_load4d_tail(y + j + 4 * h, kh > 0 ? kh : 0, 0.0);
+                if (z)
+                    f[h] = FS_load4d_tail(z + j + 4 * h, kh > 0 ? kh : 0, 0.0);
             }
         }
         if (log_kind) {
@@ -1575,6 +1606,11 @@ static inline void FS_vjp_f64(const double *g, const double *y, double *out, ptr
             e[0] = e[0] * (gv[0] - rv);
             e[1] = e[1] * (gv[1] - rv);
         }
+        if (z) {
+            FS_vjp_factors(f, 2);
+            e[0] = f[0] * e[0];
+            e[1] = f[1] * e[1];
+        }
         for (int h = 0; h < 2; h++) {
             ptrdiff_t kh = k - 4 * h;
             if (kh >= 4)
@@ -1584,8 +1620,10 @@ static inline void FS_vjp_f64(const double *g, const double *y, double *out, ptr
         }
     }
 #else
-    for (; j < n; j++)
-        out[j] = log_kind ? g[j] - FS_exp(y[j]) * r : y[j] * (g[j] - r);
+    for (; j < n; j++) {
+        double v = log_kind ? g[j] - FS_exp(y[j]) * r : y[j] * (g[j] - r);
+        out[j] = z ? (2.0 - FS_sigmoid(z[j])) * v : v;
+    }
 #endif
 }
 
