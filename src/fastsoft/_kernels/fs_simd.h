@@ -1379,21 +1379,63 @@ static inline void FS_two_minus_sigmoid_f32(const float *z, float *c, ptrdiff_t 
 #endif
 }
 
+#if FS_HAVE_VECTOR_EXTENSIONS
+/* e[h] = exp(e[h]) for h < count, arguments <= 0: the short path unless a lane is below
+   its range (-inf, far tails); the same bits either way */
+static inline __attribute__((always_inline)) void FS_exp_nonpositive_lanes(FS_v4d *e, const int count)
+{
+    FS_v4l far = {0, 0, 0, 0};
+    FS_EACH(h, count) far |= e[h] < -708.0;
+    if (FS_any4(far))
+        FS_exp_lanes(e, count, 0);
+    else
+        FS_exp_lanes(e, count, 1);
+}
+
+/* sigsoftmax's factor 2 - sigmoid(z) on count double vectors, as FS_sigmoid computes it */
+static inline __attribute__((always_inline)) void FS_two_minus_sigmoid_lanes(FS_v4d *z, const int count)
+{
+    const FS_v4d zero = FS_splat4d(0.0), one = FS_splat4d(1.0);
+    FS_v4l positive[4];
+    FS_v4d t[4];
+    FS_EACH(h, count) {
+        positive[h] = z[h] >= zero;
+        t[h] = FS_select4d(positive[h], -z[h], z[h]);
+    }
+    FS_exp_nonpositive_lanes(t, count);
+    FS_EACH(h, count) z[h] = 2.0 - FS_select4d(positive[h], one, t[h]) / (one + t[h]);
+}
+
+/* The backward passes' arithmetic on count double vectors: e holds y and becomes
+   y (g - r) or g - exp(y) r, times 2 - sigmoid(z) where z is not NULL (z is overwritten) */
+static inline __attribute__((always_inline)) void
+FS_vjp_lanes(FS_v4d *e, const FS_v4d *g, FS_v4d *z, const int count, FS_v4d r, int log_kind)
+{
+    if (log_kind) {
+        FS_exp_nonpositive_lanes(e, count);
+        FS_EACH(h, count) e[h] = g[h] - e[h] * r;
+    } else {
+        FS_EACH(h, count) e[h] = e[h] * (g[h] - r);
+    }
+    if (z) {
+        FS_two_minus_sigmoid_lanes(z, count);
+        FS_EACH(h, count) e[h] = z[h] * e[h];
+    }
+}
+#endif
+
 static inline void FS_two_minus_sigmoid_f64(const double *z, double *c, ptrdiff_t n)
 {
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v4d zero = FS_splat4d(0.0), one = FS_splat4d(1.0), two = FS_splat4d(2.0);
     for (; j < n; j += 4) {
         ptrdiff_t k = n - j < 4 ? n - j : 4;
-        FS_v4d a;
+        FS_v4d f;
         if (k == 4)
-            memcpy(&a, z + j, sizeof a);
+            memcpy(&f, z + j, sizeof f);
         else
-            a = FS_load4d_tail(z + j, k, 0.0);
-        FS_v4l positive = a >= zero;
-        FS_v4d t = FS_exp_v4(FS_select4d(positive, -a, a));
-        FS_v4d f = two - FS_select4d(positive, one, t) / (one + t);
+            f = FS_load4d_tail(z + j, k, 0.0);
+        FS_two_minus_sigmoid_lanes(&f, 1);
         if (k == 4)
             memcpy(c + j, &f, sizeof f);
         else
@@ -1491,33 +1533,6 @@ static inline double FS_dot_f64(const double *a, const double *b, ptrdiff_t n)
 #endif
 }
 
-#if FS_HAVE_VECTOR_EXTENSIONS
-/* the exponentials of e[0..count) (log_softmax's outputs, <= 0): the short path unless a
-   lane is below its range (-inf, far tails) */
-static inline __attribute__((always_inline)) void FS_vjp_exps(FS_v4d *e, const int count)
-{
-    FS_v4l far = {0, 0, 0, 0};
-    FS_EACH(h, count) far |= e[h] < -708.0;
-    if (FS_any4(far))
-        FS_exp_lanes(e, count, 0);
-    else
-        FS_exp_lanes(e, count, 1);
-}
-
-/* sigsoftmax's factor 2 - sigmoid(z) on count double vectors, as FS_sigmoid computes it */
-static inline __attribute__((always_inline)) void FS_vjp_factors(FS_v4d *z, const int count)
-{
-    const FS_v4d zero = FS_splat4d(0.0), one = FS_splat4d(1.0);
-    FS_v4l positive[4];
-    FS_v4d t[4];
-    FS_EACH(h, count) {
-        positive[h] = z[h] >= zero;
-        t[h] = FS_select4d(positive[h], -z[h], z[h]);
-    }
-    FS_vjp_exps(t, count);
-    FS_EACH(h, count) z[h] = 2.0 - FS_select4d(positive[h], one, t[h]) / (one + t[h]);
-}
-#endif
 
 static inline void FS_vjp_f32(const float *g, const float *y, const float *z, float *out,
                               ptrdiff_t n, double r, int log_kind)
@@ -1547,16 +1562,7 @@ static inline void FS_vjp_f32(const float *g, const float *y, const float *z, fl
             if (z)
                 FS_widen8f(zv[h], &f[2 * h], &f[2 * h + 1]);
         }
-        if (log_kind) {
-            FS_vjp_exps(e, 4);
-            FS_EACH(h, 4) e[h] = gd[h] - e[h] * rv;
-        } else {
-            FS_EACH(h, 4) e[h] = e[h] * (gd[h] - rv);
-        }
-        if (z) {
-            FS_vjp_factors(f, 4);
-            FS_EACH(h, 4) e[h] = f[h] * e[h];
-        }
+        FS_vjp_lanes(e, gd, z ? f : NULL, 4, rv, log_kind);
         for (int h = 0; h < 2; h++) {
             ptrdiff_t kh = k - 8 * h;
             result = FS_narrow8f(e[2 * h], e[2 * h + 1]);
@@ -1598,19 +1604,7 @@ static inline void FS_vjp_f64(const double *g, const double *y, const double *z,
                     f[h] = FS_load4d_tail(z + j + 4 * h, kh > 0 ? kh : 0, 0.0);
             }
         }
-        if (log_kind) {
-            FS_vjp_exps(e, 2);
-            e[0] = gv[0] - e[0] * rv;
-            e[1] = gv[1] - e[1] * rv;
-        } else {
-            e[0] = e[0] * (gv[0] - rv);
-            e[1] = e[1] * (gv[1] - rv);
-        }
-        if (z) {
-            FS_vjp_factors(f, 2);
-            e[0] = f[0] * e[0];
-            e[1] = f[1] * e[1];
-        }
+        FS_vjp_lanes(e, gv, z ? f : NULL, 2, rv, log_kind);
         for (int h = 0; h < 2; h++) {
             ptrdiff_t kh = k - 4 * h;
             if (kh >= 4)
