@@ -4,8 +4,11 @@
 # 1. Each is one row reduction (a sum of g, or of g*y) and one elementwise pass, reading
 #    the forward's output (and, for sigsoftmax, its input) rather than recomputing the
 #    forward.  out may alias grad_output (every element is read before it is written).
-# 2. Reductions form their terms in double in a CHUNK-sized stack buffer (masked terms set
-#    to 0) and add them with the Kahan-lane sum, so masking costs no extra pass.
+# 2. Without a mask, the reduction and the elementwise pass are fs_simd.h's explicit-lane
+#    loops (FS_dot_*, FS_vjp_*), in double.  With a mask, the reduction forms its terms
+#    in double in a CHUNK-sized stack buffer (masked terms set to 0) and adds them with
+#    the Kahan-lane sum, so masking costs no extra pass; the elementwise pass is the same
+#    and the masked entries are zeroed after it.
 # 3. Masked entries get exactly 0.  Where the kernel sees x, a row with no finite-or-+inf
 #    logit among its unmasked entries (all -inf, or fully masked) gets exactly 0: the
 #    forward is constant -inf/undefined there, and 0 is the gradient that accumulates
