@@ -254,17 +254,25 @@ def test_index_cross_entropy_in_place_gradient(dtype):
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("name", ("softmax", "log_softmax", "logsumexp"))
 @pytest.mark.parametrize("shape, axis", [((1000, 37), 0), ((3, 45, 19), 1), ((7, 5, 3, 2), 1),
-                                         ((9, 20), 0), ((4, 1, 33), 1), ((2, 3, 8), 0)])
+                                         ((9, 20), 0), ((4, 1, 33), 1), ((2, 3, 8), 0),
+                                         ((300, 150), 0), ((21, 300), 0), ((2, 77, 130), 1),
+                                         ((1, 5), 0), ((16, 9), 0), ((33, 3, 64), 0)])
 def test_non_last_axis_columns_equal_the_rows(name, dtype, shape, axis):
-    # C-ordered data along a non-last axis runs the column kernel, without a transposed
-    # copy; it adds each column's terms in the row loops' order, so a column gets the
-    # bits its row gets in the transposed copy
+    # C-ordered data along a non-last axis runs the column kernel (fs_columns.h), without
+    # a transposed copy; it adds each column's terms in the row loops' order, so a column
+    # gets the bits its row gets in the transposed copy.  The shapes give units of up to
+    # 128 float / 64 double columns with a partial last vector, several units a slab,
+    # columns of fewer than 16 values and columns ending in a partial block of 16
     rng = np.random.default_rng(len(shape) * 100 + axis)
     x = (rng.standard_normal(shape) * 4).astype(dtype)
     flat = np.moveaxis(x, axis, -1)
     if flat.shape[-1] >= 4:
         flat[(0,) * (flat.ndim - 1)][:3] = (-np.inf, np.inf, 1.0)
         flat[(0,) * (flat.ndim - 2) + (1 % flat.shape[-2],)][2:4] = (np.nan, -1e4)
+    if flat.shape[-2] > 2:
+        # a column whose far values (exponentials below the short path's range, some
+        # subnormal) fall in some of its blocks and not in others
+        flat[(0,) * (flat.ndim - 2) + (2,)][:] = np.linspace(-800, 0, flat.shape[-1])[::-1]
     flat[(1 % flat.shape[0],) + (0,) * (flat.ndim - 2)][:] = -np.inf
     x = np.ascontiguousarray(x)
     with np.errstate(invalid="ignore"):
@@ -273,6 +281,21 @@ def test_non_last_axis_columns_equal_the_rows(name, dtype, shape, axis):
     expected = rows if name == "logsumexp" else np.moveaxis(rows, -1, axis)
     np.testing.assert_array_equal(columns, expected)
     assert_matches_reference(name, columns, x, axis=axis)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ("softmax", "log_softmax", "logsumexp"))
+def test_long_columns_equal_the_rows(name, dtype):
+    # columns of more than 1 MiB take the row loops' long-row association, through
+    # transposed strips rather than fs_columns.h: still the bits of the transposed copy
+    n = (1 << 20) // np.dtype(dtype).itemsize + 5
+    x = _rows(n, 3, dtype, seed=17)
+    x[7, 1] = np.nan
+    with np.errstate(invalid="ignore"):
+        columns = getattr(fs, name)(x, axis=0)
+        rows = getattr(fs, name)(np.ascontiguousarray(x.T), axis=-1)
+    np.testing.assert_array_equal(columns, rows if name == "logsumexp" else rows.T)
+    assert np.isnan(columns[..., 1]).all() and not np.isnan(columns[..., 0]).any()
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

@@ -46,6 +46,8 @@ from fastsoft._kernels._shims cimport (
     FS_exp_store_sum_off_max_f32, FS_exp_store_sum_off_max_f64,
     FS_short_rows_f32, FS_short_rows_f64, FS_SHORT_CROSS_ENTROPY,
     FS_short_cross_entropy_f32, FS_short_cross_entropy_f64,
+    FS_COLUMN_LANES, FS_COLUMN_UNIT_BYTES, FS_column_buffer_values, FS_column_unit_f32,
+    FS_column_unit_f64,
     FS_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_num, FS_cpu_has_avx2_fma,
 )
 
@@ -553,9 +555,10 @@ cdef inline void _write_back_streamed(const real* strip, Py_ssize_t n, real* out
 
 cdef inline void _column_unit(const real* x, real* out, real* lse, real* strip, Py_ssize_t n,
                               Py_ssize_t inner, Py_ssize_t k, int op, bint stream) noexcept nogil:
-    """k columns (a few cache lines' width) of a slab of n rows: moved into k rows of
-    `strip` (n values each), computed there by the row loops, moved back.  A column thus
-    gets exactly the bits its row gets in a transposed copy."""
+    """k columns (a few cache lines' width) of a slab of n rows, moved into k rows of
+    `strip` (n values each), computed there by the row loops and moved back: the path of
+    columns longer than LONG_ROW_BYTES and of builds without vector extensions.  A column
+    thus gets exactly the bits its row gets in a transposed copy."""
     cdef Py_ssize_t c
     _transpose_block(x, inner, strip, n, n, k, False)
     for c in range(k):
@@ -571,22 +574,30 @@ cdef inline void _column_unit(const real* x, real* out, real* lse, real* strip, 
         _transpose_block(strip, n, out, inner, k, n, True)
 
 
-cdef void _columns(const real* x, real* out, real* lse, real* strips, Py_ssize_t width,
-                   Py_ssize_t n_outer, Py_ssize_t n, Py_ssize_t inner, int op,
-                   int n_threads, bint stream) noexcept nogil:
+cdef void _columns(const real* x, real* out, real* lse, real* strips, Py_ssize_t strip_values,
+                   Py_ssize_t width, Py_ssize_t n_outer, Py_ssize_t n, Py_ssize_t inner, int op,
+                   int n_threads, bint stream, bint lanes) noexcept nogil:
     # a unit: `width` columns (whole cache lines) of one slab
     cdef Py_ssize_t per_slab = (inner + width - 1) // width
-    cdef Py_ssize_t u, o, c
+    cdef Py_ssize_t u, o, c, k
     cdef Py_ssize_t chunk = _rows_per_chunk(n * width * <Py_ssize_t>sizeof(real))
     cdef real* strip
+    cdef real* y
+    cdef real* s
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
-        strip = strips + omp_get_thread_num() * n * width
+        strip = strips + omp_get_thread_num() * strip_values
         for u in prange(n_outer * per_slab, schedule="dynamic", chunksize=chunk):
             o = u // per_slab
             c = (u % per_slab) * width
-            _column_unit(x + o * n * inner + c, out + o * n * inner + c if out != NULL else NULL,
-                         lse + o * inner + c if lse != NULL else NULL, strip,
-                         n, inner, min(width, inner - c), op, stream)
+            k = min(width, inner - c)
+            y = out + o * n * inner + c if out != NULL else NULL
+            s = lse + o * inner + c if lse != NULL else NULL
+            if not lanes:
+                _column_unit(x + o * n * inner + c, y, s, strip, n, inner, k, op, stream)
+            elif real is float:
+                FS_column_unit_f32(x + o * n * inner + c, inner, n, k, y, s, strip, op, stream)
+            else:
+                FS_column_unit_f64(x + o * n * inner + c, inner, n, k, y, s, strip, op, stream)
         if stream:
             FS_store_fence()
 
@@ -612,13 +623,27 @@ def columns_forward(cnp.ndarray x not None, cnp.ndarray out not None, int op, in
     n_threads = max(1, min(n_threads, n_outer * ((inner + 15) // 16)))
     cdef void* xd = cnp.PyArray_DATA(x)
     cdef void* od = cnp.PyArray_DATA(out)
-    # units of whole cache lines per row, as many as keep a strip (n rows of the unit's
-    # columns) within 256 KiB per thread, so it stays in L2 between the row passes
     cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(x)
-    cdef Py_ssize_t lines = max(1, min(4, (256 * 1024) // (n * 64)))
+    # fs_columns.h's kernel where a column's row loop would not be a long row's
+    cdef bint lanes = FS_COLUMN_LANES and n * itemsize <= LONG_ROW_BYTES
+    # units of whole cache lines per row: as many as keep a unit's n rows (its buffer)
+    # within 512 KiB per thread (L2 on Zen 3: 128 floats a row for n = 1000 measured a
+    # little faster than 64; fewer lines a row read memory far slower), 256 KiB and 4
+    # lines for the transposes (_write_back_streamed's block)
+    cdef Py_ssize_t lines
+    if lanes:
+        lines = max(1, min(FS_COLUMN_UNIT_BYTES // 64, (512 * 1024) // (n * 64)))
+    else:
+        lines = max(1, min(4, (256 * 1024) // (n * 64)))
     cdef Py_ssize_t width = lines * 64 // itemsize
-    cdef cnp.ndarray strips = np.empty(n_threads * n * width * itemsize, dtype=np.uint8)
-    cdef void* sd = cnp.PyArray_DATA(strips)
+    # one slice per thread, each on its own 64-byte line (fs_columns.h's vectors are
+    # aligned loads and stores)
+    cdef Py_ssize_t strip_values = FS_column_buffer_values(n, width, itemsize) if lanes \
+        else n * width
+    strip_values = (strip_values * itemsize + 63) // 64 * 64 // itemsize
+    cdef cnp.ndarray strips = np.empty(n_threads * strip_values * itemsize + 64, dtype=np.uint8)
+    cdef char* sd = <char*>cnp.PyArray_DATA(strips)
+    sd += (64 - <size_t>sd % 64) % 64
     # results far larger than the caches are written back with streaming stores (an
     # interleaved A/B on 1000x4096 measured 15% faster) where they write whole cache
     # lines: every output row starts on a line (fastsoft's own results are 64-byte
@@ -628,13 +653,13 @@ def columns_forward(cnp.ndarray x not None, cnp.ndarray out not None, int op, in
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             _columns[float](<float*>xd, <float*>od if op != 2 else NULL,
-                            <float*>od if op == 2 else NULL, <float*>sd, width,
-                            n_outer, n, inner, op, n_threads, stream)
+                            <float*>od if op == 2 else NULL, <float*>sd, strip_values, width,
+                            n_outer, n, inner, op, n_threads, stream, lanes)
     else:
         with nogil:
             _columns[double](<double*>xd, <double*>od if op != 2 else NULL,
-                             <double*>od if op == 2 else NULL, <double*>sd, width,
-                             n_outer, n, inner, op, n_threads, stream)
+                             <double*>od if op == 2 else NULL, <double*>sd, strip_values,
+                             width, n_outer, n, inner, op, n_threads, stream, lanes)
     return out
 
 

@@ -69,6 +69,16 @@ cdef extern from "fs_short.h" nogil:
                                     double* grad, Py_ssize_t grad_step,
                                     const double* grad_scales, double grad_scale) noexcept
 
+cdef extern from "fs_columns.h" nogil:
+    const bint FS_COLUMN_LANES
+    const int FS_COLUMN_UNIT_BYTES
+    Py_ssize_t FS_column_buffer_values(Py_ssize_t n, Py_ssize_t w, size_t itemsize) noexcept
+    void FS_column_unit_f32(const float* x, Py_ssize_t step, Py_ssize_t n, Py_ssize_t w,
+                            float* y, float* lse, float* buffer, int op, bint stream) noexcept
+    void FS_column_unit_f64(const double* x, Py_ssize_t step, Py_ssize_t n, Py_ssize_t w,
+                            double* y, double* lse, double* buffer, int op,
+                            bint stream) noexcept
+
 cdef extern from *:
     """
     #ifdef _OPENMP

@@ -124,14 +124,15 @@ static inline int FS_short_overlap(const void *x, ptrdiff_t x_step, const void *
 
 /* FS_exp_store_sum_f32_impl's sum of a row of n values, replayed for 8 rows (lane = row):
    lane k of its two double accumulators is acc_*[k] here (k < 4: acc0, else acc1), for
-   rows 0-3 (low) and 4-7 (high); the lanes past n add +0 */
-static inline void FS_short_sum_f32(const FS_v8f *e, ptrdiff_t n, FS_v4d *total_low,
-                                    FS_v4d *total_high)
+   rows 0-3 (low) and 4-7 (high); the lanes past n add +0.  FS_short_sum_add_f32 adds
+   values [j0, j0 + n) of the rows, j0 a multiple of 16 (the row loop's blocks of two
+   vectors), so a long row can be fed in pieces (fs_columns.h); FS_short_sum_fold_f32
+   then gives the totals. */
+static inline void FS_short_sum_add_f32(const FS_v8f *e, ptrdiff_t n, FS_v4d *acc_low,
+                                        FS_v4d *acc_high)
 {
-    FS_v4d acc_low[8], acc_high[8], low, high;
+    FS_v4d low, high;
     ptrdiff_t j;
-    for (int k = 0; k < 8; k++)
-        acc_low[k] = acc_high[k] = FS_splat4d(0.0);
     for (j = 0; j + 16 <= n; j += 16)
         for (int k = 0; k < 8; k++) {
             FS_widen8f(e[j + k] + e[j + 8 + k], &low, &high);
@@ -144,10 +145,25 @@ static inline void FS_short_sum_f32(const FS_v8f *e, ptrdiff_t n, FS_v4d *total_
             acc_low[k] += low;
             acc_high[k] += high;
         }
+}
+
+static inline void FS_short_sum_fold_f32(const FS_v4d *acc_low, const FS_v4d *acc_high,
+                                         FS_v4d *total_low, FS_v4d *total_high)
+{
     *total_low = ((acc_low[0] + acc_low[4]) + (acc_low[2] + acc_low[6]))
                  + ((acc_low[1] + acc_low[5]) + (acc_low[3] + acc_low[7]));
     *total_high = ((acc_high[0] + acc_high[4]) + (acc_high[2] + acc_high[6]))
                   + ((acc_high[1] + acc_high[5]) + (acc_high[3] + acc_high[7]));
+}
+
+static inline void FS_short_sum_f32(const FS_v8f *e, ptrdiff_t n, FS_v4d *total_low,
+                                    FS_v4d *total_high)
+{
+    FS_v4d acc_low[8], acc_high[8];
+    for (int k = 0; k < 8; k++)
+        acc_low[k] = acc_high[k] = FS_splat4d(0.0);
+    FS_short_sum_add_f32(e, n, acc_low, acc_high);
+    FS_short_sum_fold_f32(acc_low, acc_high, total_low, total_high);
 }
 
 /* FS_fold_kahan4d's Neumaier fold of 8 Kahan lanes, for 4 rows at once (lane = row) */
@@ -170,14 +186,14 @@ static inline FS_v4d FS_short_fold_kahan(const FS_v4d *s0, const FS_v4d *c0, con
 }
 
 /* FS_exp_store_sum_f64_impl's Kahan lanes for 4 rows: s0/c0 take the first vector of
-   each pair of 4 values, s1/c1 the second, the tail goes to s0/c0 with zeros past n */
-static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
+   each pair of 4 values, s1/c1 the second, the tail goes to s0/c0 with zeros past n.
+   FS_short_sum_add_f64 adds values [j0, j0 + n), j0 a multiple of 16, as
+   FS_short_sum_add_f32 does; lanes[0..3] are s0, c0, s1, c1 (4 vectors each). */
+static inline void FS_short_sum_add_f64(const FS_v4d *e, ptrdiff_t n, FS_v4d lanes[4][4])
 {
     const FS_v4d zero = FS_splat4d(0.0);
-    FS_v4d s0[4], c0[4], s1[4], c1[4];
+    FS_v4d *s0 = lanes[0], *c0 = lanes[1], *s1 = lanes[2], *c1 = lanes[3];
     ptrdiff_t j;
-    for (int k = 0; k < 4; k++)
-        s0[k] = c0[k] = s1[k] = c1[k] = zero;
     for (j = 0; j + 16 <= n; j += 16)
         for (int k = 0; k < 4; k++) {
             FS_kahan4d(&s0[k], &c0[k], e[j + k] + e[j + 4 + k]);
@@ -191,7 +207,15 @@ static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
     for (; j < n; j += 4)
         for (int k = 0; k < 4; k++)
             FS_kahan4d(&s0[k], &c0[k], j + k < n ? e[j + k] : zero);
-    return FS_short_fold_kahan(s0, c0, s1, c1);
+}
+
+static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
+{
+    FS_v4d lanes[4][4];
+    for (int k = 0; k < 16; k++)
+        lanes[k / 4][k % 4] = FS_splat4d(0.0);
+    FS_short_sum_add_f64(e, n, lanes);
+    return FS_short_fold_kahan(lanes[0], lanes[1], lanes[2], lanes[3]);
 }
 
 /* The steps both the forward functions and cross-entropy take on a group, c[j] holding
@@ -288,6 +312,33 @@ static inline void FS_short_reciprocal_split(FS_v4d total, FS_v4d *hi, FS_v4d *l
     }
 }
 
+/* softmax's factor for 8 rows (lane = row) from their sums: FS_scale_f32's double
+   reciprocal as two floats h + l */
+static inline void FS_short_inverse_split_f32(FS_v4d total_low, FS_v4d total_high, FS_v8f *h,
+                                              FS_v8f *l)
+{
+    FS_v4d inverse_low = 1.0 / total_low, inverse_high = 1.0 / total_high, low, high;
+    *h = FS_narrow8f(inverse_low, inverse_high);
+    FS_widen8f(*h, &low, &high);
+    *l = FS_narrow8f(inverse_low - low, inverse_high - high);
+}
+
+/* The logs' normaliser for 8 (4) rows from their sums off the max and their ties:
+   log1p((ties - 1) + sum), as _log_normalizer */
+static inline void FS_short_log_norm_f32(FS_v4d total_low, FS_v4d total_high, FS_v8i ties,
+                                         FS_v4d *norm_low, FS_v4d *norm_high)
+{
+    FS_v4d low, high;
+    FS_widen8f(__builtin_convertvector(ties - 1, FS_v8f), &low, &high);  /* small integers: exact */
+    *norm_low = FS_log1p_v4(total_low + low);
+    *norm_high = FS_log1p_v4(total_high + high);
+}
+
+static inline FS_v4d FS_short_log_norm_f64(FS_v4d total, FS_v4l ties)
+{
+    return FS_log1p_v4(total + __builtin_convertvector(ties - 1, FS_v4d));
+}
+
 /* FS_short_gaps_f32 with FS_GAP_ROW's double gaps */
 static inline void FS_short_gaps_f64(FS_v4d *c, ptrdiff_t width, FS_v4d m)
 {
@@ -358,10 +409,8 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
         FS_short_sum_f32(e, n, &total_low, &total_high);
         if (op == 0) {
             /* FS_scale_f32: the double reciprocal as two floats, applied with one rounding */
-            FS_v4d inverse_low = 1.0 / total_low, inverse_high = 1.0 / total_high;
-            FS_v8f h = FS_narrow8f(inverse_low, inverse_high);
-            FS_widen8f(h, &low, &high);
-            FS_v8f l = FS_narrow8f(inverse_low - low, inverse_high - high);
+            FS_v8f h, l;
+            FS_short_inverse_split_f32(total_low, total_high, &h, &l);
 #if FS_SHORT_ROW_MAJOR
             if (row_major && rows == 8) {
                 /* the exponentials again, in row order (same arguments, same bits),
@@ -407,9 +456,8 @@ static inline void FS_short_rows_f32(const float *x, ptrdiff_t x_step, float *y,
             continue;
         }
         /* log1p((ties - 1) + sum off the max), as _log_normalizer */
-        FS_v8f tie_terms = __builtin_convertvector(ties - 1, FS_v8f);   /* small integers: exact */
-        FS_widen8f(tie_terms, &low, &high);
-        FS_v4d norm_low = FS_log1p_v4(total_low + low), norm_high = FS_log1p_v4(total_high + high);
+        FS_v4d norm_low, norm_high;
+        FS_short_log_norm_f32(total_low, total_high, ties, &norm_low, &norm_high);
         FS_v4d max_low, max_high;
         FS_widen8f(m, &max_low, &max_high);
         if (op == 1) {
@@ -535,7 +583,7 @@ static inline void FS_short_rows_f64(const double *x, ptrdiff_t x_step, double *
             FS_store_columns_f64(e, rows, n, y + first * y_step, y_step, room);
             continue;
         }
-        FS_v4d norm = FS_log1p_v4(total + __builtin_convertvector(ties - 1, FS_v4d));
+        FS_v4d norm = FS_short_log_norm_f64(total, ties);
         if (op == 1) {
             norm = FS_select4d(m == INFINITY, FS_splat4d(NAN), norm);
 #if FS_SHORT_ROW_MAJOR
@@ -599,8 +647,8 @@ static inline void FS_short_cross_entropy_f32(
         FS_widen8f(x_max, &max_low, &max_high);           /* +inf logit: the row is NaN */
         total_low = FS_select4d(max_low == INFINITY, FS_splat4d(NAN), total_low);
         total_high = FS_select4d(max_high == INFINITY, FS_splat4d(NAN), total_high);
-        FS_widen8f(__builtin_convertvector(ties - 1, FS_v8f), &low, &high);
-        FS_v4d norm_low = FS_log1p_v4(total_low + low), norm_high = FS_log1p_v4(total_high + high);
+        FS_v4d norm_low, norm_high;
+        FS_short_log_norm_f32(total_low, total_high, ties, &norm_low, &norm_high);
         FS_OPAQUE(norm_low);
         FS_OPAQUE(norm_high);
         FS_widen8f(__builtin_convertvector(ties, FS_v8f), &low, &high);
@@ -682,7 +730,7 @@ static inline void FS_short_cross_entropy_f64(
         const FS_v4l ties = FS_short_off_max_f64(c, m, e, off, n);
         FS_v4d total = FS_short_sum_f64(off, n);
         total = FS_select4d(x_max == INFINITY, FS_splat4d(NAN), total);
-        FS_v4d norm = FS_log1p_v4(total + __builtin_convertvector(ties - 1, FS_v4d));
+        FS_v4d norm = FS_short_log_norm_f64(total, ties);
         FS_OPAQUE(norm);
         FS_v4d sums = total + __builtin_convertvector(ties, FS_v4d);
         for (ptrdiff_t r = 0; r < 4; r++) {
