@@ -20,7 +20,9 @@
  *    of each memory page read at a time).
  * 2. A group is what fs_short.h calls a group of rows, turned around: vector i holds
  *    value i of 8 (4) columns.  The sums take fs_short.h's steps (its exponentials, its
- *    values at the max, its replay of the row loops' association) and its final steps
+ *    values at the max, its replay of the row loops' association; the exponential's
+ *    short path when the group's min and max allow it, decided as the row loops decide
+ *    for a row: deciding it per 4 vectors instead cost a quarter more) and its final steps
  *    (the reciprocal split, the log1p normaliser), so a column gets bit for bit the
  *    result its values get along a row (tests/test_forward.py's layout tests).  Moving
  *    strips of columns into rows and back with 8x8 transposes, which this replaces,
@@ -80,22 +82,16 @@ static inline FS_v4d FS_column_scale_f64(FS_v4d v, FS_v4d h, FS_v4d l)
 /* The sums of one group: e = exp(c - m), stored back into c for softmax (op 0), or left
    out where c equals the max and counted in *ties for the logs (ops 1, 2); added in
    fs_short.h's association (FS_short_sum_add_*).  Whole blocks of 16 values are
-   exponentiated 4 vectors at a time and summed while in registers, each 4 through the
-   short exponential unless one of its lanes is outside its range (same bits either
-   way); the last values take fs_short.h's steps as they are. */
-#define FS_COLUMN_SUMS(SUFFIX, V, M, T, EXP_LANES, ANY, FAR, ...)                               \
+   exponentiated 4 vectors at a time and summed while in registers, through the short
+   exponential when the caller found every lane's values within its range of the max
+   (normal: as the row loops decide from a row's min and max; same bits either way); the
+   last values take fs_short.h's steps as they are. */
+#define FS_COLUMN_BLOCKS(SUFFIX, V, EXP_LANES, NORMAL, ...)                                     \
     for (; j + 16 <= n; j += 16) {                                                              \
         V e[16];                                                                                \
         for (int q = 0; q < 16; q += 4) {                                                       \
-            M far = {0};                                                                        \
-            FS_EACH(k, 4) {                                                                     \
-                e[q + k] = c[j + q + k] - m;                                                    \
-                far |= e[q + k] < (T)(FAR);                                                     \
-            }                                                                                   \
-            if (ANY(far))                                                                       \
-                EXP_LANES(e + q, 4, 0);                                                         \
-            else                                                                                \
-                EXP_LANES(e + q, 4, 1);                                                         \
+            FS_EACH(k, 4) e[q + k] = c[j + q + k] - m;                                          \
+            EXP_LANES(e + q, 4, NORMAL);                                                        \
         }                                                                                       \
         if (op == 0)                                                                            \
             for (int q = 0; q < 16; q++)    /* not memcpy: GCC makes it a rep movs */           \
@@ -103,7 +99,12 @@ static inline FS_v4d FS_column_scale_f64(FS_v4d v, FS_v4d h, FS_v4d l)
         else                                                                                    \
             count += FS_short_off_max_##SUFFIX(c + j, m, e, e, 16);                             \
         FS_short_sum_add_##SUFFIX(e, 16, __VA_ARGS__);                                          \
-    }                                                                                           \
+    }
+#define FS_COLUMN_SUMS(SUFFIX, V, EXP_LANES, ...)                                               \
+    if (normal)                                                                                 \
+        FS_COLUMN_BLOCKS(SUFFIX, V, EXP_LANES, 1, __VA_ARGS__)                                  \
+    else                                                                                        \
+        FS_COLUMN_BLOCKS(SUFFIX, V, EXP_LANES, 0, __VA_ARGS__)                                  \
     if (j < n) {                                                                                \
         const ptrdiff_t k = n - j;                                                              \
         V scratch[16];                                                                          \
@@ -114,7 +115,7 @@ static inline FS_v4d FS_column_scale_f64(FS_v4d v, FS_v4d h, FS_v4d l)
         FS_short_sum_add_##SUFFIX(e, k, __VA_ARGS__);                                           \
     }
 
-static inline void FS_column_sums_f32(FS_v8f *c, ptrdiff_t n, FS_v8f m, int op,
+static inline void FS_column_sums_f32(FS_v8f *c, ptrdiff_t n, FS_v8f m, int normal, int op,
                                       FS_v4d *total_low, FS_v4d *total_high, FS_v8i *ties)
 {
     FS_v4d acc_low[8], acc_high[8];
@@ -122,34 +123,45 @@ static inline void FS_column_sums_f32(FS_v8f *c, ptrdiff_t n, FS_v8f m, int op,
     ptrdiff_t j = 0;
     for (int k = 0; k < 8; k++)
         acc_low[k] = acc_high[k] = FS_splat4d(0.0);
-    FS_COLUMN_SUMS(f32, FS_v8f, FS_v8i, float, FS_expf_lanes, FS_any8, -87.0f,
-                   acc_low, acc_high)
+    FS_COLUMN_SUMS(f32, FS_v8f, FS_expf_lanes, acc_low, acc_high)
     FS_short_sum_fold_f32(acc_low, acc_high, total_low, total_high);
     *ties = count;
 }
 
-static inline void FS_column_sums_f64(FS_v4d *c, ptrdiff_t n, FS_v4d m, int op, FS_v4d *total,
-                                      FS_v4l *ties)
+static inline void FS_column_sums_f64(FS_v4d *c, ptrdiff_t n, FS_v4d m, int normal, int op,
+                                      FS_v4d *total, FS_v4l *ties)
 {
     FS_v4d lanes[4][4];
     FS_v4l count = {0, 0, 0, 0};
     ptrdiff_t j = 0;
     for (int k = 0; k < 16; k++)
         lanes[k / 4][k % 4] = FS_splat4d(0.0);
-    FS_COLUMN_SUMS(f64, FS_v4d, FS_v4l, double, FS_exp_lanes, FS_any4, -708.0, lanes)
+    FS_COLUMN_SUMS(f64, FS_v4d, FS_exp_lanes, lanes)
     *total = FS_short_fold_kahan(lanes[0], lanes[1], lanes[2], lanes[3]);
     *ties = count;
+}
+
+/* Whether every lane's exponentials take the short path: FS_short_exp_* lane by lane
+   (the max finite, the min within its range of it) */
+static inline int FS_column_normal_f32(FS_v8f low, FS_v8f high)
+{
+    return !FS_any8(~((high - high == 0.0f) & (low - high >= -87.0f)));
+}
+
+static inline int FS_column_normal_f64(FS_v4d low, FS_v4d high)
+{
+    return !FS_any4(~((high - high == 0.0) & (low - high >= -708.0)));
 }
 
 /* Group c's sums, turned into what the scatter applies: a, b for softmax (op 0, the
    reciprocal split) and log_softmax (1, the max and the normaliser), or the logsumexp
    values (2) of its first `count` lanes into lse */
-static inline void FS_column_group_f32(FS_v8f *c, ptrdiff_t n, FS_v8f m, int op, FS_v8f *a,
-                                       FS_v8f *b, float *lse, ptrdiff_t count)
+static inline void FS_column_group_f32(FS_v8f *c, ptrdiff_t n, FS_v8f m, int normal, int op,
+                                       FS_v8f *a, FS_v8f *b, float *lse, ptrdiff_t count)
 {
     FS_v4d total_low, total_high, norm_low, norm_high, max_low, max_high;
     FS_v8i ties;
-    FS_column_sums_f32(c, n, m, op, &total_low, &total_high, &ties);
+    FS_column_sums_f32(c, n, m, normal, op, &total_low, &total_high, &ties);
     if (op == 0) {
         FS_short_inverse_split_f32(total_low, total_high, a, b);
         return;
@@ -169,12 +181,12 @@ static inline void FS_column_group_f32(FS_v8f *c, ptrdiff_t n, FS_v8f m, int op,
         lse[r] = v[r];
 }
 
-static inline void FS_column_group_f64(FS_v4d *c, ptrdiff_t n, FS_v4d m, int op, FS_v4d *a,
-                                       FS_v4d *b, double *lse, ptrdiff_t count)
+static inline void FS_column_group_f64(FS_v4d *c, ptrdiff_t n, FS_v4d m, int normal, int op,
+                                       FS_v4d *a, FS_v4d *b, double *lse, ptrdiff_t count)
 {
     FS_v4d total;
     FS_v4l ties;
-    FS_column_sums_f64(c, n, m, op, &total, &ties);
+    FS_column_sums_f64(c, n, m, normal, op, &total, &ties);
     if (op == 0) {
         FS_short_reciprocal_split(total, a, b);
         return;
@@ -201,16 +213,18 @@ static inline ptrdiff_t FS_column_buffer_values(ptrdiff_t n, ptrdiff_t w, size_t
 /* The gather, the scatter and the unit, written once for 8 float and 4 double lanes (SUFFIX f32 /
    f64, vector V, L lanes).  buf's groups hold stride vectors each: n rounded up to 4
    (fs_short.h's exponentials work 4 vectors at a time), the padding zeros. */
-#define FS_COLUMN_STEPS(SUFFIX, V, T, L, SPLAT, VMAX, LOAD_TAIL)                              \
+#define FS_COLUMN_STEPS(SUFFIX, V, T, L, SPLAT, VMAX, VMIN, LOAD_TAIL)                        \
     /* buf's group g, vector i = x[i * step + L g ...] (w values a row; the last group's   \
-       lanes past w are 0); m[g] = the group's max */                                       \
+       lanes past w are 0); m[g] and low[g] = the group's max and min (NaN ignored) */      \
     static inline void FS_column_gather_##SUFFIX(const T *x, ptrdiff_t step, ptrdiff_t n,     \
                                                  ptrdiff_t w, V *buf, ptrdiff_t stride,      \
-                                                 V *m)                                       \
+                                                 V *m, V *low)                               \
     {                                                                                        \
         const ptrdiff_t groups = (w + L - 1) / L, full = w / L;                              \
-        for (ptrdiff_t g = 0; g < groups; g++)                                               \
+        for (ptrdiff_t g = 0; g < groups; g++) {                                             \
             m[g] = SPLAT(-INFINITY);                                                         \
+            low[g] = SPLAT(INFINITY);                                                        \
+        }                                                                                    \
         for (ptrdiff_t i = 0; i < n; i++) {                                                  \
             const T *row = x + i * step;                                                     \
             if (i + FS_COLUMN_AHEAD < n)                                                     \
@@ -223,6 +237,7 @@ static inline ptrdiff_t FS_column_buffer_values(ptrdiff_t n, ptrdiff_t w, size_t
                     v = LOAD_TAIL(row + L * g, w - L * g, (T)0);                             \
                 buf[g * stride + i] = v;                                                     \
                 m[g] = VMAX(v, m[g]);           /* a NaN never becomes the max */            \
+                low[g] = VMIN(v, low[g]);                                                    \
             }                                                                                \
         }                                                                                    \
         for (ptrdiff_t g = 0; g < groups; g++)                                               \
@@ -263,18 +278,19 @@ static inline ptrdiff_t FS_column_buffer_values(ptrdiff_t n, ptrdiff_t w, size_t
         const ptrdiff_t groups = (w + L - 1) / L, stride = (n + 3) & ~(ptrdiff_t)3;          \
         V *buf = (V *)buffer;                                                                \
         V m[FS_COLUMN_UNIT_BYTES / sizeof(V)], a[FS_COLUMN_UNIT_BYTES / sizeof(V)];          \
-        V b[FS_COLUMN_UNIT_BYTES / sizeof(V)];                                               \
-        FS_column_gather_##SUFFIX(x, step, n, w, buf, stride, m);                            \
+        V b[FS_COLUMN_UNIT_BYTES / sizeof(V)], low[FS_COLUMN_UNIT_BYTES / sizeof(V)];        \
+        FS_column_gather_##SUFFIX(x, step, n, w, buf, stride, m, low);                       \
         for (ptrdiff_t g = 0; g < groups; g++)                                               \
-            FS_column_group_##SUFFIX(buf + g * stride, n, m[g], op, &a[g], &b[g],            \
+            FS_column_group_##SUFFIX(buf + g * stride, n, m[g],                              \
+                                     FS_column_normal_##SUFFIX(low[g], m[g]), op, &a[g], &b[g], \
                                      op == 2 ? lse + L * g : NULL,                           \
                                      w - L * g < L ? w - L * g : L);                         \
         if (op != 2)                                                                         \
             FS_column_scatter_##SUFFIX(buf, stride, n, w, a, b, op == 1, y, step, stream);   \
     }
 
-FS_COLUMN_STEPS(f32, FS_v8f, float, 8, FS_splat8f, FS_vmax8f, FS_load8f_tail)
-FS_COLUMN_STEPS(f64, FS_v4d, double, 4, FS_splat4d, FS_vmax4d, FS_load4d_tail)
+FS_COLUMN_STEPS(f32, FS_v8f, float, 8, FS_splat8f, FS_vmax8f, FS_vmin8f, FS_load8f_tail)
+FS_COLUMN_STEPS(f64, FS_v4d, double, 4, FS_splat4d, FS_vmax4d, FS_vmin4d, FS_load4d_tail)
 
 #else
 #define FS_COLUMN_LANES 0
