@@ -645,11 +645,12 @@ def columns_forward(cnp.ndarray x not None, cnp.ndarray out not None, int op, in
     cdef char* sd = <char*>cnp.PyArray_DATA(strips)
     sd += (64 - <size_t>sd % 64) % 64
     # results far larger than the caches are written back with streaming stores (an
-    # interleaved A/B on 1000x4096 measured 15% faster) where they write whole cache
-    # lines: every output row starts on a line (fastsoft's own results are 64-byte
+    # interleaved A/B on 1000x4096 measured 15% faster): by fs_columns.h, each row part's
+    # whole lines (the partial lines at its ends stored as usual); by the transposes only
+    # where every output row starts on a line (fastsoft's own results are 64-byte
     # aligned; NumPy's are only 16, and partial lines streamed out measured slower)
     cdef bint stream = (op != 2 and cnp.PyArray_NBYTES(out) >= STREAM_MIN_BYTES
-                        and (<size_t>od) % 64 == 0 and (inner * itemsize) % 64 == 0)
+                        and (lanes or ((<size_t>od) % 64 == 0 and (inner * itemsize) % 64 == 0)))
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             _columns[float](<float*>xd, <float*>od if op != 2 else NULL,

@@ -57,19 +57,29 @@ static inline void FS_column_prefetch(const void *p, size_t nbytes, int write)
     write ? FS_prefetch_write((void *)(c + nbytes - 1)) : FS_prefetch(c + nbytes - 1);
 }
 
-/* a unit's row of whole lines (`groups` vectors of either type), written with streaming
-   stores; y 32-byte aligned */
-static inline void FS_column_stream(void *y, const void *row, ptrdiff_t groups)
+/* nbytes of a unit's row from `row` to y: the whole cache lines within it with
+   streaming stores, the partial lines at either end (a NumPy `out` is only 16-byte
+   aligned) with ordinary stores; those lines are shared with the neighbouring units */
+static inline void FS_column_stream(void *y, const void *row, size_t nbytes)
 {
+    char *d = (char *)y;
+    const char *s = (const char *)row;
+    size_t j = (64 - ((uintptr_t)d & 63)) & 63;
+    if (j > nbytes)
+        j = nbytes;
+    memcpy(d, s, j);
+    size_t whole = j + ((nbytes - j) & ~(size_t)63);
 #if defined(__AVX__)
-    for (ptrdiff_t g = 0; g < groups; g++) {
+    for (; j < whole; j += 32) {
         __m256i v;
-        memcpy(&v, (const char *)row + 32 * g, sizeof v);
-        _mm256_stream_si256((__m256i *)((char *)y + 32 * g), v);
+        memcpy(&v, s + j, sizeof v);
+        _mm256_stream_si256((__m256i *)(d + j), v);
     }
 #else
-    FS_stream_copy(y, row, (size_t)groups * 32);
+    FS_stream_copy(d + j, s + j, whole - j);
+    j = whole;
 #endif
+    memcpy(d + j, s + j, nbytes - j);
 }
 
 /* softmax's last step on a lane: FS_scale_f32's v h + v l, FS_divide_f64's split */
@@ -261,7 +271,7 @@ static inline ptrdiff_t FS_column_buffer_values(ptrdiff_t n, ptrdiff_t w, size_t
                 row[g] = log_output ? (v - a[g]) - b[g] : FS_column_scale_##SUFFIX(v, a[g], b[g]); \
             }                                                                                \
             if (stream)                                                                      \
-                FS_column_stream(y + i * step, row, groups);                        \
+                FS_column_stream(y + i * step, row, (size_t)w * sizeof(T));         \
             else                                                                             \
                 memcpy(y + i * step, row, (size_t)w * sizeof(T));                            \
         }                                                                                    \
