@@ -13,9 +13,10 @@
  *    - sums: a group at a time, the exponentials and their sum.
  *    - scatter: the unit's rows in order again, normalised from the buffer and written
  *      to the output (streaming stores when the caller asks).
- *    The caller sizes units so that the buffer stays within L2 (n x 128 floats, 512 KiB,
- *    for n = 1000).  The rows themselves would not stay in cache between the passes:
- *    a power of two apart (16 KiB in the benchmark's 1000x4096), they share a few sets.
+ *    The caller sizes units so that the buffer is at most L2's size (n x 128 floats,
+ *    512 KiB, for n = 1000): it stays in L2, or L3, between the passes.  The rows
+ *    themselves would not stay in cache between the passes: a power of two apart (16
+ *    KiB in the benchmark's 1000x4096), they share a few sets.
  *    Units of 64 floats measured a little slower, narrower ones far slower (fewer bytes
  *    of each memory page read at a time).
  * 2. A group is what fs_short.h calls a group of rows, turned around: vector i holds
