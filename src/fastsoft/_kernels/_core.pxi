@@ -582,6 +582,7 @@ cdef void _columns(const real* x, real* out, real* lse, real* strips, Py_ssize_t
     cdef Py_ssize_t u, o, c, k
     cdef Py_ssize_t chunk = _rows_per_chunk(n * width * <Py_ssize_t>sizeof(real))
     cdef real* strip
+    cdef const real* xs
     cdef real* y
     cdef real* s
     with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
@@ -590,14 +591,15 @@ cdef void _columns(const real* x, real* out, real* lse, real* strips, Py_ssize_t
             o = u // per_slab
             c = (u % per_slab) * width
             k = min(width, inner - c)
+            xs = x + o * n * inner + c
             y = out + o * n * inner + c if out != NULL else NULL
             s = lse + o * inner + c if lse != NULL else NULL
             if not lanes:
-                _column_unit(x + o * n * inner + c, y, s, strip, n, inner, k, op, stream)
+                _column_unit(xs, y, s, strip, n, inner, k, op, stream)
             elif real is float:
-                FS_column_unit_f32(x + o * n * inner + c, inner, n, k, y, s, strip, op, stream)
+                FS_column_unit_f32(xs, inner, n, k, y, s, strip, op, stream)
             else:
-                FS_column_unit_f64(x + o * n * inner + c, inner, n, k, y, s, strip, op, stream)
+                FS_column_unit_f64(xs, inner, n, k, y, s, strip, op, stream)
         if stream:
             FS_store_fence()
 

@@ -224,14 +224,14 @@ static inline ptrdiff_t FS_column_buffer_values(ptrdiff_t n, ptrdiff_t w, size_t
 /* The gather, the scatter and the unit, written once for 8 float and 4 double lanes (SUFFIX f32 /
    f64, vector V, L lanes).  buf's groups hold stride vectors each: n rounded up to 4
    (fs_short.h's exponentials work 4 vectors at a time), the padding zeros. */
-#define FS_COLUMN_STEPS(SUFFIX, V, T, L, SPLAT, VMAX, VMIN, LOAD_TAIL)                        \
+#define FS_COLUMN_STEPS(SUFFIX, V, T, L, SPLAT, VMAX, VMIN, LOAD_UPTO)                        \
     /* buf's group g, vector i = x[i * step + L g ...] (w values a row; the last group's   \
        lanes past w are 0); m[g] and low[g] = the group's max and min (NaN ignored) */      \
     static inline void FS_column_gather_##SUFFIX(const T *x, ptrdiff_t step, ptrdiff_t n,     \
                                                  ptrdiff_t w, V *buf, ptrdiff_t stride,      \
                                                  V *m, V *low)                               \
     {                                                                                        \
-        const ptrdiff_t groups = (w + L - 1) / L, full = w / L;                              \
+        const ptrdiff_t groups = (w + L - 1) / L;                                            \
         for (ptrdiff_t g = 0; g < groups; g++) {                                             \
             m[g] = SPLAT(-INFINITY);                                                         \
             low[g] = SPLAT(INFINITY);                                                        \
@@ -241,11 +241,7 @@ static inline ptrdiff_t FS_column_buffer_values(ptrdiff_t n, ptrdiff_t w, size_t
             if (i + FS_COLUMN_AHEAD < n)                                                     \
                 FS_column_prefetch(row + FS_COLUMN_AHEAD * step, (size_t)w * sizeof(T), 0);  \
             for (ptrdiff_t g = 0; g < groups; g++) {                                         \
-                V v;                                                                         \
-                if (g < full)                                                                \
-                    memcpy(&v, row + L * g, sizeof v);                                       \
-                else                                                                         \
-                    v = LOAD_TAIL(row + L * g, w - L * g, (T)0);                             \
+                const V v = LOAD_UPTO(row + L * g, w - L * g, (T)0);                         \
                 buf[g * stride + i] = v;                                                     \
                 m[g] = VMAX(v, m[g]);           /* a NaN never becomes the max */            \
                 low[g] = VMIN(v, low[g]);                                                    \
@@ -300,8 +296,8 @@ static inline ptrdiff_t FS_column_buffer_values(ptrdiff_t n, ptrdiff_t w, size_t
             FS_column_scatter_##SUFFIX(buf, stride, n, w, a, b, op == 1, y, step, stream);   \
     }
 
-FS_COLUMN_STEPS(f32, FS_v8f, float, 8, FS_splat8f, FS_vmax8f, FS_vmin8f, FS_load8f_tail)
-FS_COLUMN_STEPS(f64, FS_v4d, double, 4, FS_splat4d, FS_vmax4d, FS_vmin4d, FS_load4d_tail)
+FS_COLUMN_STEPS(f32, FS_v8f, float, 8, FS_splat8f, FS_vmax8f, FS_vmin8f, FS_load8f_upto)
+FS_COLUMN_STEPS(f64, FS_v4d, double, 4, FS_splat4d, FS_vmax4d, FS_vmin4d, FS_load4d_upto)
 
 #else
 #define FS_COLUMN_LANES 0

@@ -42,12 +42,8 @@ static inline void FS_columns_f32(const float *x, ptrdiff_t x_step, ptrdiff_t n_
     FS_v8f block[8];
     for (ptrdiff_t j = 0; j < n; j += 8) {
         for (ptrdiff_t r = 0; r < 8; r++) {
-            if (r >= n_rows)
-                block[r] = FS_splat8f(0.0f);
-            else if (j + 8 <= n)
-                memcpy(&block[r], x + r * x_step + j, sizeof block[r]);
-            else
-                block[r] = FS_load8f_tail(x + r * x_step + j, n - j, 0.0f);
+            block[r] = r < n_rows ? FS_load8f_upto(x + r * x_step + j, n - j, 0.0f)
+                                  : FS_splat8f(0.0f);
         }
         FS_transpose8x8_f32((const float *)block, 8, (float *)(c + j), 8);
     }
@@ -79,12 +75,8 @@ static inline void FS_columns_f64(const double *x, ptrdiff_t x_step, ptrdiff_t n
     FS_v4d block[4];
     for (ptrdiff_t j = 0; j < n; j += 4) {
         for (ptrdiff_t r = 0; r < 4; r++) {
-            if (r >= n_rows)
-                block[r] = FS_splat4d(0.0);
-            else if (j + 4 <= n)
-                memcpy(&block[r], x + r * x_step + j, sizeof block[r]);
-            else
-                block[r] = FS_load4d_tail(x + r * x_step + j, n - j, 0.0);
+            block[r] = r < n_rows ? FS_load4d_upto(x + r * x_step + j, n - j, 0.0)
+                                  : FS_splat4d(0.0);
         }
         FS_transpose4x4_f64((const double *)block, 4, (double *)(c + j), 4);
     }

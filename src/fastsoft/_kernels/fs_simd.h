@@ -174,6 +174,28 @@ static inline void FS_store4d_tail(double *y, FS_v4d v, ptrdiff_t k)
 }
 #endif
 
+/* Up to a whole vector: x[0..k) with a plain load when k reaches a vector (masked
+   loads are slower), FS_load*_tail's masked one otherwise (all `fill` for k <= 0); the
+   stores write min(k, lanes) values, none for k <= 0. */
+#define FS_UPTO(SUFFIX, V, T, L)                                                    \
+    static inline V FS_load##SUFFIX##_upto(const T *x, ptrdiff_t k, T fill)         \
+    {                                                                               \
+        V v;                                                                        \
+        if (k < L)                                                                  \
+            return FS_load##SUFFIX##_tail(x, k > 0 ? k : 0, fill);                  \
+        memcpy(&v, x, sizeof v);                                                    \
+        return v;                                                                   \
+    }                                                                               \
+    static inline void FS_store##SUFFIX##_upto(T *y, V v, ptrdiff_t k)              \
+    {                                                                               \
+        if (k >= L)                                                                 \
+            memcpy(y, &v, sizeof v);                                                \
+        else if (k > 0)                                                             \
+            FS_store##SUFFIX##_tail(y, v, k);                                       \
+    }
+FS_UPTO(8f, FS_v8f, float, 8)
+FS_UPTO(4d, FS_v4d, double, 4)
+
 /* The vector exponentials work on `count` independent vectors at once, one step of the
    algorithm across all of them before the next: the exponential is a chain of about 15
    dependent operations, and with the steps of four vectors side by side the core keeps
@@ -1467,16 +1489,10 @@ static inline double FS_dot_f32(const float *a, const float *b, ptrdiff_t n)
         ptrdiff_t k = n - j < 8 ? n - j : 8;      /* the last block: zeros past n */
         FS_v8f av, bv;
         FS_v4d a0, a1, b0, b1;
-        if (k == 8)
-            memcpy(&av, a + j, sizeof av);
-        else
-            av = FS_load8f_tail(a + j, k, 0.0f);
+        av = FS_load8f_upto(a + j, k, 0.0f);
         FS_widen8f(av, &a0, &a1);
         if (b) {
-            if (k == 8)
-                memcpy(&bv, b + j, sizeof bv);
-            else
-                bv = FS_load8f_tail(b + j, k, 0.0f);
+            bv = FS_load8f_upto(b + j, k, 0.0f);
             FS_widen8f(bv, &b0, &b1);
             a0 = a0 * b0;                    /* products of floats: exact in double */
             a1 = a1 * b1;
@@ -1545,18 +1561,10 @@ static inline void FS_vjp_f32(const float *g, const float *y, const float *z, fl
         FS_v8f gv[2], yv[2], zv[2], result;
         FS_v4d gd[4], e[4], f[4];
         for (int h = 0; h < 2; h++) {
-            ptrdiff_t kh = k - 8 * h;
-            if (kh >= 8) {
-                memcpy(&gv[h], g + j + 8 * h, sizeof gv[h]);
-                memcpy(&yv[h], y + j + 8 * h, sizeof yv[h]);
-                if (z)
-                    memcpy(&zv[h], z + j + 8 * h, sizeof zv[h]);
-            } else {
-                gv[h] = FS_load8f_tail(g + j + 8 * h, kh > 0 ? kh : 0, 0.0f);
-                yv[h] = FS_load8f_tail(y + j + 8 * h, kh > 0 ? kh : 0, 0.0f);
-                if (z)
-                    zv[h] = FS_load8f_tail(z + j + 8 * h, kh > 0 ? kh : 0, 0.0f);
-            }
+            gv[h] = FS_load8f_upto(g + j + 8 * h, k - 8 * h, 0.0f);
+            yv[h] = FS_load8f_upto(y + j + 8 * h, k - 8 * h, 0.0f);
+            if (z)
+                zv[h] = FS_load8f_upto(z + j + 8 * h, k - 8 * h, 0.0f);
             FS_widen8f(gv[h], &gd[2 * h], &gd[2 * h + 1]);
             FS_widen8f(yv[h], &e[2 * h], &e[2 * h + 1]);
             if (z)
@@ -1564,12 +1572,8 @@ static inline void FS_vjp_f32(const float *g, const float *y, const float *z, fl
         }
         FS_vjp_lanes(e, gd, z ? f : NULL, 4, rv, log_kind);
         for (int h = 0; h < 2; h++) {
-            ptrdiff_t kh = k - 8 * h;
             result = FS_narrow8f(e[2 * h], e[2 * h + 1]);
-            if (kh >= 8)
-                memcpy(out + j + 8 * h, &result, sizeof result);
-            else if (kh > 0)
-                FS_store8f_tail(out + j + 8 * h, result, kh);
+            FS_store8f_upto(out + j + 8 * h, result, k - 8 * h);
         }
     }
 #else
@@ -1591,27 +1595,14 @@ static inline void FS_vjp_f64(const double *g, const double *y, const double *z,
         ptrdiff_t k = n - j < 8 ? n - j : 8;
         FS_v4d gv[2], e[2], f[2];
         for (int h = 0; h < 2; h++) {
-            ptrdiff_t kh = k - 4 * h;
-            if (kh >= 4) {
-                memcpy(&gv[h], g + j + 4 * h, sizeof gv[h]);
-                memcpy(&e[h], y + j + 4 * h, sizeof e[h]);
-                if (z)
-                    memcpy(&f[h], z + j + 4 * h, sizeof f[h]);
-            } else {
-                gv[h] = FS_load4d_tail(g + j + 4 * h, kh > 0 ? kh : 0, 0.0);
-                e[h] = FS_load4d_tail(y + j + 4 * h, kh > 0 ? kh : 0, 0.0);
-                if (z)
-                    f[h] = FS_load4d_tail(z + j + 4 * h, kh > 0 ? kh : 0, 0.0);
-            }
+            gv[h] = FS_load4d_upto(g + j + 4 * h, k - 4 * h, 0.0);
+            e[h] = FS_load4d_upto(y + j + 4 * h, k - 4 * h, 0.0);
+            if (z)
+                f[h] = FS_load4d_upto(z + j + 4 * h, k - 4 * h, 0.0);
         }
         FS_vjp_lanes(e, gv, z ? f : NULL, 2, rv, log_kind);
-        for (int h = 0; h < 2; h++) {
-            ptrdiff_t kh = k - 4 * h;
-            if (kh >= 4)
-                memcpy(out + j + 4 * h, &e[h], sizeof e[h]);
-            else if (kh > 0)
-                FS_store4d_tail(out + j + 4 * h, e[h], kh);
-        }
+        for (int h = 0; h < 2; h++)
+            FS_store4d_upto(out + j + 4 * h, e[h], k - 4 * h);
     }
 #else
     for (; j < n; j++) {
