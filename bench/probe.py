@@ -21,6 +21,10 @@ Design:
    that later copy them so that pages sit on the right memory node.
 4. GB/s counts bytes read plus bytes written, the same convention as
    ``python -m fastsoft bench``, so the two read against each other directly.
+5. A third number bounds softmax along a non-last axis: fs_columns.h reads such an axis
+   512 bytes of each row at a time, rows a whole row apart (16 KiB in the benchmark's
+   1000x4096 float32), and memory delivers that pattern more slowly than one sequential
+   stream.  The probe reads the same bytes in the same order, next to the plain read.
 """
 
 from __future__ import annotations
@@ -77,6 +81,34 @@ uint64_t fs_probe_read(const uint64_t *src, ptrdiff_t n_words, int n_threads) {
         FS_SPLIT(n_words, n_threads, t, lo, hi)
         uint64_t sum = 0;
         for (ptrdiff_t i = lo; i < hi; i++) sum += src[i];
+        total += sum;
+    }
+    return total;
+}
+
+/* Read every byte of whole slabs once in the order fs_columns.h's gather reads a non-last
+   axis (softmax(x, axis=0) of a C-ordered matrix): a slab is `rows` rows `row_bytes`
+   apart, read in units of `part` bytes of each of its rows, the rows 16 further on
+   prefetched as the gather does; each thread takes a contiguous share of the units. */
+uint64_t fs_probe_read_parts(const uint8_t *src, ptrdiff_t n_bytes, ptrdiff_t row_bytes,
+                             ptrdiff_t rows, ptrdiff_t part, int n_threads) {
+    const ptrdiff_t slab = row_bytes * rows, per_slab = row_bytes / part;
+    const ptrdiff_t units = n_bytes / slab * per_slab;
+    uint64_t total = 0;
+    #pragma omp parallel for num_threads(n_threads) schedule(static) reduction(+:total)
+    for (int t = 0; t < n_threads; t++) {
+        FS_SPLIT(units, n_threads, t, lo, hi)
+        uint64_t sum = 0;
+        for (ptrdiff_t u = lo; u < hi; u++) {
+            const uint8_t *first = src + u / per_slab * slab + u % per_slab * part;
+            for (ptrdiff_t i = 0; i < rows; i++) {
+                const uint64_t *p = (const uint64_t *)(first + i * row_bytes);
+                if (i + 16 < rows)
+                    for (ptrdiff_t b = 0; b < part; b += 64)
+                        __builtin_prefetch(first + (i + 16) * row_bytes + b);
+                for (ptrdiff_t k = 0; k < part / 8; k++) sum += p[k];
+            }
+        }
         total += sum;
     }
     return total;
@@ -163,6 +195,10 @@ void fs_probe_exp_f64(const double *x, double *y, ptrdiff_t n, ptrdiff_t reps, i
 }
 """
 
+# The axis-0 read: the benchmark's 1000x4096 float32 (rows 16 KiB apart) read in
+# fs_columns.h's units of 512 bytes (128 floats) of each row.
+PART_ROWS, PART_ROW_BYTES, PART_BYTES = 1000, 16 << 10, 512
+
 # Elements per thread in the exp probe: 2 x 8 KiB of float32 (in and out) sit in L1.
 EXP_BLOCK = 2048
 EXP_ELEMENTS_PER_TIMING = 50_000_000
@@ -209,6 +245,8 @@ def compile_probe(directory):
     lib.fs_probe_copy.argtypes = [pointer, pointer, size, ctypes.c_int]
     lib.fs_probe_read.argtypes = [pointer, size, ctypes.c_int]
     lib.fs_probe_read.restype = ctypes.c_uint64
+    lib.fs_probe_read_parts.argtypes = [pointer, size, size, size, size, ctypes.c_int]
+    lib.fs_probe_read_parts.restype = ctypes.c_uint64
     for name in ("fs_probe_exp_f32", "fs_probe_exp_f64"):
         getattr(lib, name).argtypes = [pointer, pointer, size, size, ctypes.c_int]
     flags_text = " ".join(f for f in flags if f not in ("-shared", "-fPIC"))
@@ -242,6 +280,15 @@ def _bandwidth_c(lib, thread_counts, n_bytes, repeat):
         seconds = _median_seconds(
             lambda: lib.fs_probe_read(_address(words), words.size, n), repeat)
         rows.append(("read bandwidth", n, n_bytes / seconds / 1e9, "GB/s"))
+    slab_bytes = PART_ROWS * PART_ROW_BYTES
+    read_bytes = n_bytes // slab_bytes * slab_bytes
+    for n in thread_counts:
+        seconds = _median_seconds(
+            lambda: lib.fs_probe_read_parts(_address(source), n_bytes, PART_ROW_BYTES,
+                                            PART_ROWS, PART_BYTES, n), repeat)
+        rows.append((f"read bandwidth, {PART_BYTES}-byte parts of rows "
+                     f"{PART_ROW_BYTES >> 10} KiB apart (axis 0)", n,
+                     read_bytes / seconds / 1e9, "GB/s"))
     return rows
 
 
