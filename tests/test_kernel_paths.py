@@ -16,6 +16,7 @@ import fastsoft as fs
 from fastsoft._kernels import _buffers
 
 from _arrays import assert_matches_reference
+from test_backward import assert_matches_formula as assert_backward_matches_formula
 
 FLOATS = (np.float32, np.float64)
 FORWARD = ("softmax", "log_softmax", "logsumexp", "sigsoftmax", "log_sigsoftmax")
@@ -377,6 +378,39 @@ def test_streamed_results_equal_the_row_loops(name, dtype):
         work = x.copy()
         func(work, axis=-1, out=work)                    # in place, streamed too
     np.testing.assert_array_equal(work, big)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ("softmax", "log_softmax", "sigsoftmax", "log_sigsoftmax"))
+def test_large_backward_equals_small_calls(name, dtype):
+    # each row of a backward call prefetches the next row's inputs (none after the last
+    # row of the call): a 13 MiB result has the same bits as small calls on the same rows,
+    # into a misaligned out and in place too
+    n_cols = 1001
+    n_rows = (13 << 20) // (n_cols * np.dtype(dtype).itemsize)
+    x = _rows(n_rows, n_cols, dtype, seed=5)
+    x[7, 5] = -np.inf
+    x[8, :] = -np.inf
+    x[9, 3] = -200.0
+    g = _rows(n_rows, n_cols, dtype, seed=6)
+    backward = getattr(fs, f"{name}_backward")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = getattr(fs, name)(x)
+        extra = (x,) if name.startswith(("sig", "log_sig")) else ()
+        big = backward(g, y, *extra)
+        for rows in (slice(0, 3), slice(6, 11), slice(n_rows - 2, n_rows)):
+            small = backward(g[rows], y[rows], *(e[rows] for e in extra))
+            np.testing.assert_array_equal(big[rows], small)
+        raw = np.zeros(big.nbytes + 64, np.uint8)
+        out = raw[4:4 + big.nbytes].view(dtype).reshape(big.shape)   # 4 bytes past a line
+        assert backward(g, y, *extra, out=out) is out
+        np.testing.assert_array_equal(out, big)
+        assert not raw[:4].any() and not raw[4 + big.nbytes:].any()
+        work = g.copy()
+        backward(work, y, *extra, out=work)               # in place, streamed too
+    np.testing.assert_array_equal(work, big)
+    rows = slice(0, 40)
+    assert_backward_matches_formula(name, big[rows], g[rows], x[rows], y[rows])
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

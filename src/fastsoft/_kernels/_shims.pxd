@@ -37,8 +37,12 @@ cdef extern from "fs_simd.h" nogil:
     void FS_transpose4x4_f64(const double* src, Py_ssize_t src_stride, double* dst, Py_ssize_t dst_stride) noexcept
     double FS_dot_f32(const float* a, const float* b, Py_ssize_t n) noexcept
     double FS_dot_f64(const double* a, const double* b, Py_ssize_t n) noexcept
-    void FS_vjp_f32(const float* g, const float* y, const float* z, float* out, Py_ssize_t n, double r, bint log_kind) noexcept
-    void FS_vjp_f64(const double* g, const double* y, const double* z, double* out, Py_ssize_t n, double r, bint log_kind) noexcept
+    void FS_vjp_f32(const float* g, const float* y, const float* z, float* out, Py_ssize_t n,
+                    double r, bint log_kind, const float* next_g, const float* next_y,
+                    const float* next_z) noexcept
+    void FS_vjp_f64(const double* g, const double* y, const double* z, double* out,
+                    Py_ssize_t n, double r, bint log_kind, const double* next_g,
+                    const double* next_y, const double* next_z) noexcept
     void FS_two_minus_sigmoid_f32(const float* z, float* c, Py_ssize_t n) noexcept
     void FS_two_minus_sigmoid_f64(const double* z, double* c, Py_ssize_t n) noexcept
     void FS_store_fence() noexcept

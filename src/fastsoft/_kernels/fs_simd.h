@@ -1429,12 +1429,14 @@ static inline __attribute__((always_inline)) void FS_two_minus_sigmoid_lanes(FS_
 }
 
 /* The backward passes' arithmetic on count double vectors: e holds y and becomes
-   y (g - r) or g - exp(y) r, times 2 - sigmoid(z) where z is not NULL (z is overwritten) */
+   y (g - r) or g - exp(y) r, times 2 - sigmoid(z) where z is not NULL (z is overwritten).
+   log_kind 2: e holds exp(y) already (FS_vjp_f32's float exponentials). */
 static inline __attribute__((always_inline)) void
 FS_vjp_lanes(FS_v4d *e, const FS_v4d *g, FS_v4d *z, const int count, FS_v4d r, int log_kind)
 {
     if (log_kind) {
-        FS_exp_nonpositive_lanes(e, count);
+        if (log_kind == 1)
+            FS_exp_nonpositive_lanes(e, count);
         FS_EACH(h, count) e[h] = g[h] - e[h] * r;
     } else {
         FS_EACH(h, count) e[h] = e[h] * (g[h] - r);
@@ -1473,46 +1475,98 @@ static inline void FS_two_minus_sigmoid_f64(const double *z, double *c, ptrdiff_
 /* ---------------------------------------------------------------------------------------
  * The backward passes of the four transforms (_backward.pxi), in double for both
  * dtypes, rounded once to the row's type:
- *   FS_dot_*:  Σ a[j] b[j] (b NULL: Σ a[j]) in Kahan lanes, folded as FS_sum_f64 folds;
- *   FS_vjp_*:  out = y (g - r) (softmax) or g - exp(y) r (log_softmax), times
- *              2 - sigmoid(z) for sigsoftmax's (z not NULL); out may be g.
+ *   FS_dot_*:  Σ a[j] b[j] (b NULL: Σ a[j]): float rows in plain double lanes (the
+ *              products are exact), double rows in Kahan lanes;
+ *   FS_vjp_*:  out = y (g - r) (softmax) or g - exp(y) r (log_softmax, exp(y) in the
+ *              row's type), times 2 - sigmoid(z) for sigsoftmax's (z not NULL); out
+ *              may be g.  Each kind compiled apart, the row's last partial block alone.
  * They replace scalar loops whose exponentials GCC did not vectorize: 4096x1000 float32
  * log_softmax_backward took 13 ms on one core, PyTorch 5.4 ms.
  * ------------------------------------------------------------------------------------- */
 
-static inline double FS_dot_f32(const float *a, const float *b, ptrdiff_t n)
+/* Σ a[j] b[j] of float rows: each product is exact in double, and the products are added
+   in 16 double lanes (4 vectors, so that the additions' latency overlaps).  The sum's
+   rounding error, at most n 2^-53 of Σ |a b|, is some 2^-29 of a float's ulp for n up to
+   a million: no compensation is needed (the double rows keep FS_dot_f64's Kahan lanes). */
+static inline __attribute__((always_inline)) double
+FS_dot_f32_impl(const float *a, const float *b, ptrdiff_t n, const int has_b)
 {
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
-    FS_v4d s0 = FS_splat4d(0.0), c0 = s0, s1 = s0, c1 = s0;
-    for (; j < n; j += 8) {
-        ptrdiff_t k = n - j < 8 ? n - j : 8;      /* the last block: zeros past n */
-        FS_v8f av, bv;
-        FS_v4d a0, a1, b0, b1;
-        av = FS_load8f_upto(a + j, k, 0.0f);
-        FS_widen8f(av, &a0, &a1);
-        if (b) {
-            bv = FS_load8f_upto(b + j, k, 0.0f);
-            FS_widen8f(bv, &b0, &b1);
-            a0 = a0 * b0;                    /* products of floats: exact in double */
-            a1 = a1 * b1;
+    FS_v4d acc[4] = {FS_splat4d(0.0), FS_splat4d(0.0), FS_splat4d(0.0), FS_splat4d(0.0)};
+    FS_v8f av, bv;
+    FS_v4d low, high, b_low, b_high;
+    for (; j + 16 <= n; j += 16)
+        for (int h = 0; h < 2; h++) {
+            memcpy(&av, a + j + 8 * h, sizeof av);
+            FS_widen8f(av, &low, &high);
+            if (has_b) {
+                memcpy(&bv, b + j + 8 * h, sizeof bv);
+                FS_widen8f(bv, &b_low, &b_high);
+                low = low * b_low;
+                high = high * b_high;
+            }
+            acc[2 * h] += low;
+            acc[2 * h + 1] += high;
         }
-        FS_kahan4d(&s0, &c0, a0);
-        FS_kahan4d(&s1, &c1, a1);
+    for (; j < n; j += 8) {
+        const ptrdiff_t k = n - j;                   /* zeros past n */
+        FS_widen8f(FS_load8f_upto(a + j, k, 0.0f), &low, &high);
+        if (has_b) {
+            FS_widen8f(FS_load8f_upto(b + j, k, 0.0f), &b_low, &b_high);
+            low = low * b_low;
+            high = high * b_high;
+        }
+        acc[0] += low;
+        acc[1] += high;
     }
-    return FS_fold_kahan4d(s0, c0, s1, c1);
+    const FS_v4d total = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    return (total[0] + total[2]) + (total[1] + total[3]);
 #else
-    double total = 0.0, lost = 0.0;
-    for (; j < n; j++) {
-        double term = (double)a[j] * (b ? (double)b[j] : 1.0) - lost, t = total + term;
-        lost = (t - total) - term;
-        total = t;
-    }
-    return total - lost;
+    double total = 0.0;
+    for (; j < n; j++)
+        total += (double)a[j] * (has_b ? (double)b[j] : 1.0);
+    return total;
 #endif
 }
 
-static inline double FS_dot_f64(const double *a, const double *b, ptrdiff_t n)
+static inline double FS_dot_f32(const float *a, const float *b, ptrdiff_t n)
+{
+    return b ? FS_dot_f32_impl(a, b, n, 1) : FS_dot_f32_impl(a, NULL, n, 0);
+}
+
+#if FS_HAVE_VECTOR_EXTENSIONS
+/* s0 - c0 + s1 - c1 summed over the lanes, compensated: the sums of pairs are split into
+   sum and rounding error (TwoSum, branch-free) in two vector steps and one scalar step,
+   the errors and the Kahan lanes' lost parts added at the end.  Within a few u of the
+   exact total like FS_fold_kahan4d's Neumaier loop, in a fraction of its time (which
+   bounded the backward's rows of ten doubles). */
+static inline void FS_two_sum4d(FS_v4d a, FS_v4d b, FS_v4d *sum, FS_v4d *error)
+{
+    FS_v4d s = a + b, bb = s - a;
+    *sum = s;
+    *error = (a - (s - bb)) + (b - bb);
+}
+
+static inline double FS_fold_kahan4d_fast(FS_v4d s0, FS_v4d c0, FS_v4d s1, FS_v4d c1)
+{
+    FS_v4d s, e, swapped, t, f;
+    FS_two_sum4d(s0, s1, &s, &e);
+    FS_v4d compensation = e - (c0 + c1);
+    swapped = (FS_v4d){s[2], s[3], s[0], s[1]};
+    FS_two_sum4d(s, swapped, &t, &f);              /* lanes 0, 1: s0 + s2, s1 + s3 */
+    double total = t[0] + t[1], bv = total - t[0];
+    double last = (t[0] - (total - bv)) + (t[1] - bv);
+    if (!isfinite(total))                          /* NaN or inf: the plain total decides */
+        return total;
+    return total + (last + ((f[0] + f[1]) + ((compensation[0] + compensation[2])
+                                              + (compensation[1] + compensation[3]))));
+}
+#endif
+
+/* Σ a[j] b[j] of double rows (b NULL: Σ a[j]) in Kahan lanes */
+static inline __attribute__((always_inline)) double
+FS_dot_f64_impl(const double *a, const double *b, ptrdiff_t n, const int has_b)
 {
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
@@ -1521,7 +1575,7 @@ static inline double FS_dot_f64(const double *a, const double *b, ptrdiff_t n)
         FS_v4d a0, a1, b0, b1;
         memcpy(&a0, a + j, sizeof a0);
         memcpy(&a1, a + j + 4, sizeof a1);
-        if (b) {
+        if (has_b) {
             memcpy(&b0, b + j, sizeof b0);
             memcpy(&b1, b + j + 4, sizeof b1);
             a0 = a0 * b0;
@@ -1532,16 +1586,16 @@ static inline double FS_dot_f64(const double *a, const double *b, ptrdiff_t n)
     }
     for (; j < n; j += 4) {
         ptrdiff_t k = n - j < 4 ? n - j : 4;
-        FS_v4d a0 = FS_load4d_tail(a + j, k, 0.0);
-        if (b)
-            a0 = a0 * FS_load4d_tail(b + j, k, 0.0);
+        FS_v4d a0 = FS_load4d_upto(a + j, k, 0.0);
+        if (has_b)
+            a0 = a0 * FS_load4d_upto(b + j, k, 0.0);
         FS_kahan4d(&s0, &c0, a0);
     }
-    return FS_fold_kahan4d(s0, c0, s1, c1);
+    return FS_fold_kahan4d_fast(s0, c0, s1, c1);
 #else
     double total = 0.0, lost = 0.0;
     for (; j < n; j++) {
-        double term = a[j] * (b ? b[j] : 1.0) - lost, t = total + term;
+        double term = a[j] * (has_b ? b[j] : 1.0) - lost, t = total + term;
         lost = (t - total) - term;
         total = t;
     }
@@ -1549,63 +1603,138 @@ static inline double FS_dot_f64(const double *a, const double *b, ptrdiff_t n)
 #endif
 }
 
-
-static inline void FS_vjp_f32(const float *g, const float *y, const float *z, float *out,
-                              ptrdiff_t n, double r, int log_kind)
+static inline double FS_dot_f64(const double *a, const double *b, ptrdiff_t n)
 {
-    ptrdiff_t j = 0;
+    return b ? FS_dot_f64_impl(a, b, n, 1) : FS_dot_f64_impl(a, NULL, n, 0);
+}
+
+
 #if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v4d rv = FS_splat4d(r);
-    for (; j < n; j += 16) {
-        ptrdiff_t k = n - j < 16 ? n - j : 16;
-        FS_v8f gv[2], yv[2], zv[2], result;
-        FS_v4d gd[4], e[4], f[4];
-        for (int h = 0; h < 2; h++) {
-            gv[h] = FS_load8f_upto(g + j + 8 * h, k - 8 * h, 0.0f);
-            yv[h] = FS_load8f_upto(y + j + 8 * h, k - 8 * h, 0.0f);
-            if (z)
-                zv[h] = FS_load8f_upto(z + j + 8 * h, k - 8 * h, 0.0f);
-            FS_widen8f(gv[h], &gd[2 * h], &gd[2 * h + 1]);
-            FS_widen8f(yv[h], &e[2 * h], &e[2 * h + 1]);
-            if (z)
-                FS_widen8f(zv[h], &f[2 * h], &f[2 * h + 1]);
-        }
-        FS_vjp_lanes(e, gd, z ? f : NULL, 4, rv, log_kind);
-        for (int h = 0; h < 2; h++) {
-            result = FS_narrow8f(e[2 * h], e[2 * h + 1]);
-            FS_store8f_upto(out + j + 8 * h, result, k - 8 * h);
-        }
+/* FS_vjp_*'s four kinds, each its own compiled loop (no test of log_kind or z in it) */
+#define FS_VJP_KINDS(IMPL)                                                                  \
+    do {                                                                                    \
+        if (log_kind)                                                                       \
+            z ? IMPL(g, y, z, out, n, r, next_g, next_y, next_z, 1, 1)                      \
+              : IMPL(g, y, NULL, out, n, r, next_g, next_y, NULL, 1, 0);                    \
+        else                                                                                \
+            z ? IMPL(g, y, z, out, n, r, next_g, next_y, next_z, 0, 1)                      \
+              : IMPL(g, y, NULL, out, n, r, next_g, next_y, NULL, 0, 0);                    \
+    } while (0)
+
+/* FS_vjp_f32 on one block of k <= 16 values from j (whole vectors when k is 16) */
+static inline __attribute__((always_inline)) void
+FS_vjp_block_f32(const float *g, const float *y, const float *z, float *out, ptrdiff_t k,
+                 FS_v4d rv, const int log_kind, const int has_z)
+{
+    FS_v8f gv[2], yv[2], zv[2], result;
+    FS_v4d gd[4], e[4], f[4];
+    for (int h = 0; h < 2; h++) {
+        gv[h] = FS_load8f_upto(g + 8 * h, k - 8 * h, 0.0f);
+        yv[h] = FS_load8f_upto(y + 8 * h, k - 8 * h, 0.0f);
+        if (has_z)
+            zv[h] = FS_load8f_upto(z + 8 * h, k - 8 * h, 0.0f);
     }
+    if (log_kind) {
+        /* exp(y) in float, as the forward computes it: within about an ulp of exp(y),
+           the size of the rounding the float y itself carries into it */
+        const FS_v8i outside = ~((yv[0] >= -87.0f) & (yv[0] <= 88.0f))
+                               | ~((yv[1] >= -87.0f) & (yv[1] <= 88.0f));
+        if (FS_any8(outside))
+            FS_expf_lanes(yv, 2, 0);
+        else
+            FS_expf_lanes(yv, 2, 1);
+    }
+    for (int h = 0; h < 2; h++) {
+        FS_widen8f(gv[h], &gd[2 * h], &gd[2 * h + 1]);
+        FS_widen8f(yv[h], &e[2 * h], &e[2 * h + 1]);
+        if (has_z)
+            FS_widen8f(zv[h], &f[2 * h], &f[2 * h + 1]);
+    }
+    FS_vjp_lanes(e, gd, has_z ? f : NULL, 4, rv, log_kind ? 2 : 0);
+    for (int h = 0; h < 2; h++) {
+        result = FS_narrow8f(e[2 * h], e[2 * h + 1]);
+        FS_store8f_upto(out + 8 * h, result, k - 8 * h);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+FS_vjp_f32_impl(const float *g, const float *y, const float *z, float *out, ptrdiff_t n,
+                double r, const float *next_g, const float *next_y, const float *next_z,
+                const int log_kind, const int has_z)
+{
+    const FS_v4d rv = FS_splat4d(r);
+    ptrdiff_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        if (next_g) {                      /* a line of the next row's inputs per block */
+            FS_prefetch(next_g + j);
+            FS_prefetch(next_y + j);
+            if (has_z)
+                FS_prefetch(next_z + j);
+        }
+        FS_vjp_block_f32(g + j, y + j, has_z ? z + j : NULL, out + j, 16, rv, log_kind, has_z);
+    }
+    if (j < n)
+        FS_vjp_block_f32(g + j, y + j, has_z ? z + j : NULL, out + j, n - j, rv, log_kind,
+                         has_z);
+}
+#endif
+
+/* next_*: the next row's g, y (and z), prefetched a line per block, or NULL */
+static inline void FS_vjp_f32(const float *g, const float *y, const float *z, float *out,
+                              ptrdiff_t n, double r, int log_kind, const float *next_g,
+                              const float *next_y, const float *next_z)
+{
+#if FS_HAVE_VECTOR_EXTENSIONS
+    FS_VJP_KINDS(FS_vjp_f32_impl);
 #else
-    for (; j < n; j++) {
-        double v = log_kind ? (double)g[j] - FS_exp((double)y[j]) * r
+    (void)next_g; (void)next_y; (void)next_z;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        double v = log_kind ? (double)g[j] - (double)FS_expf(y[j]) * r
                             : (double)y[j] * ((double)g[j] - r);
         out[j] = (float)(z ? (2.0 - FS_sigmoid((double)z[j])) * v : v);
     }
 #endif
 }
 
-static inline void FS_vjp_f64(const double *g, const double *y, const double *z, double *out,
-                              ptrdiff_t n, double r, int log_kind)
-{
-    ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
+static inline __attribute__((always_inline)) void
+FS_vjp_f64_impl(const double *g, const double *y, const double *z, double *out, ptrdiff_t n,
+                double r, const double *next_g, const double *next_y, const double *next_z,
+                const int log_kind, const int has_z)
+{
     const FS_v4d rv = FS_splat4d(r);
-    for (; j < n; j += 8) {
-        ptrdiff_t k = n - j < 8 ? n - j : 8;
+    for (ptrdiff_t j = 0; j < n; j += 8) {
+        const ptrdiff_t k = n - j;
         FS_v4d gv[2], e[2], f[2];
+        if (next_g && k >= 8) {            /* a line of the next row's inputs per block */
+            FS_prefetch(next_g + j);
+            FS_prefetch(next_y + j);
+            if (has_z)
+                FS_prefetch(next_z + j);
+        }
         for (int h = 0; h < 2; h++) {
             gv[h] = FS_load4d_upto(g + j + 4 * h, k - 4 * h, 0.0);
             e[h] = FS_load4d_upto(y + j + 4 * h, k - 4 * h, 0.0);
-            if (z)
+            if (has_z)
                 f[h] = FS_load4d_upto(z + j + 4 * h, k - 4 * h, 0.0);
         }
-        FS_vjp_lanes(e, gv, z ? f : NULL, 2, rv, log_kind);
+        FS_vjp_lanes(e, gv, has_z ? f : NULL, 2, rv, log_kind);
         for (int h = 0; h < 2; h++)
             FS_store4d_upto(out + j + 4 * h, e[h], k - 4 * h);
     }
+}
+#endif
+
+/* FS_vjp_f32 for double rows (the exponential in double) */
+static inline void FS_vjp_f64(const double *g, const double *y, const double *z, double *out,
+                              ptrdiff_t n, double r, int log_kind, const double *next_g,
+                              const double *next_y, const double *next_z)
+{
+#if FS_HAVE_VECTOR_EXTENSIONS
+    FS_VJP_KINDS(FS_vjp_f64_impl);
 #else
-    for (; j < n; j++) {
+    (void)next_g; (void)next_y; (void)next_z;
+    for (ptrdiff_t j = 0; j < n; j++) {
         double v = log_kind ? g[j] - FS_exp(y[j]) * r : y[j] * (g[j] - r);
         out[j] = z ? (2.0 - FS_sigmoid(z[j])) * v : v;
     }
@@ -1619,6 +1748,7 @@ static inline void FS_vjp_f64(const double *g, const double *y, const double *z,
  * Same arithmetic, same bits as FS_log_normalize_*.  Builds without AVX use ordinary
  * stores.  FS_store_fence() must follow a thread's last streaming store.
  * ------------------------------------------------------------------------------------- */
+
 
 #if defined(__AVX__) && FS_HAVE_VECTOR_EXTENSIONS
 #define FS_ALIGNED32(p) ((((uintptr_t)(p)) & 31) == 0)
