@@ -1486,8 +1486,9 @@ static inline void FS_two_minus_sigmoid_f64(const double *z, double *c, ptrdiff_
 
 /* Σ a[j] b[j] of float rows: each product is exact in double, and the products are added
    in 16 double lanes (4 vectors, so that the additions' latency overlaps).  The sum's
-   rounding error, at most n 2^-53 of Σ |a b|, is some 2^-29 of a float's ulp for n up to
-   a million: no compensation is needed (the double rows keep FS_dot_f64's Kahan lanes). */
+   rounding error, at most n 2^-53 of Σ |a b|, stays below 2^-9 of float's unit roundoff
+   (of the same Σ |a b|) for n up to a million: no compensation is needed (the double
+   rows keep FS_dot_f64's Kahan lanes). */
 static inline __attribute__((always_inline)) double
 FS_dot_f32_impl(const float *a, const float *b, ptrdiff_t n, const int has_b)
 {
