@@ -125,11 +125,11 @@ cdef void _vjp_rows(const real* g, Py_ssize_t g_step, const real* y, Py_ssize_t 
                     int kind, int n_threads) noexcept nogil:
     cdef Py_ssize_t i
     cdef Py_ssize_t chunk = _rows_per_chunk(n_cols * <Py_ssize_t>sizeof(real))
+    cdef bint prefetch = n_cols * <Py_ssize_t>sizeof(real) <= VJP_PREFETCH_ROW_MAX_BYTES
     cdef const real* next_g
     for i in prange(n_rows, schedule="dynamic", chunksize=chunk, num_threads=n_threads,
                     use_threads_if=n_threads > 1):
-        next_g = _row_ahead(g, g_step, i, n_rows, n_cols) \
-            if n_cols * <Py_ssize_t>sizeof(real) <= VJP_PREFETCH_ROW_MAX_BYTES else NULL
+        next_g = _row_ahead(g, g_step, i, n_rows, n_cols) if prefetch else NULL
         _row_vjp(g + i * g_step, y + i * y_step, z + i * z_step if z != NULL else NULL,
                  out + i * out_step, mask + i * n_cols if mask != NULL else NULL, n_cols, kind,
                  next_g, y + (i + 1) * y_step if next_g != NULL else NULL,

@@ -1429,14 +1429,13 @@ static inline __attribute__((always_inline)) void FS_two_minus_sigmoid_lanes(FS_
 }
 
 /* The backward passes' arithmetic on count double vectors: e holds y and becomes
-   y (g - r) or g - exp(y) r, times 2 - sigmoid(z) where z is not NULL (z is overwritten).
-   log_kind 2: e holds exp(y) already (FS_vjp_f32's float exponentials). */
+   y (g - r), or for the log kinds holds exp(y) (the caller's exponential, in the row's
+   type) and becomes g - exp(y) r; times 2 - sigmoid(z) where z is not NULL (z is
+   overwritten) */
 static inline __attribute__((always_inline)) void
 FS_vjp_lanes(FS_v4d *e, const FS_v4d *g, FS_v4d *z, const int count, FS_v4d r, int log_kind)
 {
     if (log_kind) {
-        if (log_kind == 1)
-            FS_exp_nonpositive_lanes(e, count);
         FS_EACH(h, count) e[h] = g[h] - e[h] * r;
     } else {
         FS_EACH(h, count) e[h] = e[h] * (g[h] - r);
@@ -1538,8 +1537,8 @@ static inline double FS_dot_f32(const float *a, const float *b, ptrdiff_t n)
 
 #if FS_HAVE_VECTOR_EXTENSIONS
 /* s0 - c0 + s1 - c1 summed over the lanes, compensated: the sums of pairs are split into
-   sum and rounding error (TwoSum, branch-free) in two vector steps and one scalar step,
-   the errors and the Kahan lanes' lost parts added at the end.  Within a few u of the
+   sum and rounding error (TwoSum, branch-free) in three vector steps, the errors and the
+   Kahan lanes' lost parts added at the end.  Within a few u of the
    exact total like FS_fold_kahan4d's Neumaier loop, in a fraction of its time (which
    bounded the backward's rows of ten doubles). */
 static inline void FS_two_sum4d(FS_v4d a, FS_v4d b, FS_v4d *sum, FS_v4d *error)
@@ -1551,17 +1550,16 @@ static inline void FS_two_sum4d(FS_v4d a, FS_v4d b, FS_v4d *sum, FS_v4d *error)
 
 static inline double FS_fold_kahan4d_fast(FS_v4d s0, FS_v4d c0, FS_v4d s1, FS_v4d c1)
 {
-    FS_v4d s, e, swapped, t, f;
+    FS_v4d s, e, t, f, u, last;
     FS_two_sum4d(s0, s1, &s, &e);
     FS_v4d compensation = e - (c0 + c1);
-    swapped = (FS_v4d){s[2], s[3], s[0], s[1]};
-    FS_two_sum4d(s, swapped, &t, &f);              /* lanes 0, 1: s0 + s2, s1 + s3 */
-    double total = t[0] + t[1], bv = total - t[0];
-    double last = (t[0] - (total - bv)) + (t[1] - bv);
+    FS_two_sum4d(s, (FS_v4d){s[2], s[3], s[0], s[1]}, &t, &f);    /* lanes 0, 1: s0 + s2, s1 + s3 */
+    FS_two_sum4d(t, (FS_v4d){t[1], t[0], t[3], t[2]}, &u, &last); /* lane 0: the total */
+    const double total = u[0];
     if (!isfinite(total))                          /* NaN or inf: the plain total decides */
         return total;
-    return total + (last + ((f[0] + f[1]) + ((compensation[0] + compensation[2])
-                                              + (compensation[1] + compensation[3]))));
+    return total + (last[0] + ((f[0] + f[1]) + ((compensation[0] + compensation[2])
+                                                 + (compensation[1] + compensation[3]))));
 }
 #endif
 
@@ -1651,7 +1649,7 @@ FS_vjp_block_f32(const float *g, const float *y, const float *z, float *out, ptr
         if (has_z)
             FS_widen8f(zv[h], &f[2 * h], &f[2 * h + 1]);
     }
-    FS_vjp_lanes(e, gd, has_z ? f : NULL, 4, rv, log_kind ? 2 : 0);
+    FS_vjp_lanes(e, gd, has_z ? f : NULL, 4, rv, log_kind);
     for (int h = 0; h < 2; h++) {
         result = FS_narrow8f(e[2 * h], e[2 * h + 1]);
         FS_store8f_upto(out + 8 * h, result, k - 8 * h);
@@ -1719,6 +1717,8 @@ FS_vjp_f64_impl(const double *g, const double *y, const double *z, double *out, 
             if (has_z)
                 f[h] = FS_load4d_upto(z + j + 4 * h, k - 4 * h, 0.0);
         }
+        if (log_kind)
+            FS_exp_nonpositive_lanes(e, 2);
         FS_vjp_lanes(e, gv, has_z ? f : NULL, 2, rv, log_kind);
         for (int h = 0; h < 2; h++)
             FS_store4d_upto(out + j + 4 * h, e[h], k - 4 * h);
