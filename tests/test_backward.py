@@ -208,6 +208,38 @@ def test_matches_formula(name, dtype):
                 assert_matches_formula(name, got, g, x, y, axis)
 
 
+# ulps of u = eps/2 that the exponential's term of the log kinds may be off by: measured
+# 1.3 (log_softmax, both dtypes), 2.0 (float32 log_sigsoftmax) and 4.2 (float64
+# log_sigsoftmax: the sigmoid's error enters through 2 - sigmoid) on these inputs
+EXP_TERM_ULPS = {("log_softmax", np.float32): 2, ("log_softmax", np.float64): 2,
+                 ("log_sigsoftmax", np.float32): 3, ("log_sigsoftmax", np.float64): 5}
+
+
+@pytest.mark.parametrize("dtype", (np.float32, np.float64), ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", ("log_softmax", "log_sigsoftmax"))
+@pytest.mark.parametrize("n_cols", (7, 33, 1000, 5003))
+def test_log_kinds_exp_term_to_a_few_ulps(name, dtype, n_cols):
+    """With grad_output a one-hot row, sum(g) = 1 exactly and every other entry of the
+    log kinds' VJP is -exp(y) (times 2 - sigmoid(x) for log_sigsoftmax): a direct check
+    of the kernel's exponential of y, which test_matches_formula bounds only by the
+    row's sum, (4 + n) u, on long rows."""
+    rng = np.random.default_rng(n_cols)
+    x = (rng.standard_normal((96, n_cols)) * 8).astype(dtype)
+    y = getattr(fs, name)(x)
+    g = np.zeros_like(x)
+    g[:, 0] = 1
+    got = fs.log_softmax_backward(g, y) if name == "log_softmax" else \
+        fs.log_sigsoftmax_backward(g, y, x)
+    exact = np.exp(y[:, 1:].astype(np.longdouble))
+    if name == "log_sigsoftmax":
+        exact *= 2 - 1 / (1 + np.exp(-x[:, 1:].astype(np.longdouble)))
+    u = float(np.finfo(dtype).eps) / 2
+    normal = exact > 4 * np.finfo(dtype).tiny
+    error = np.abs(got[:, 1:].astype(np.longdouble) + exact)[normal] / (exact[normal] * u)
+    assert normal.sum() > normal.size // 2
+    assert error.max() <= EXP_TERM_ULPS[name, dtype], float(error.max())
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_python_scalars_and_lists(name):
     x = [[0.5, -1.0, 2.0], [3.0, 3.0, -4.0]]

@@ -75,6 +75,27 @@ def test_json_medians_and_ratios(tiny_run):
     assert document["environment"]["versions"]["fastsoft"] == fastsoft.__version__
 
 
+def test_report_names_the_vector_isa(tiny_run):
+    """The CPU's vector instruction sets (which decide every library's kernels) are in
+    the JSON and the report's header, as /proc/cpuinfo lists them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo here")
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.split(":", 1)[0].strip() in ("flags", "Features"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    _, paths = tiny_run
+    isa = json.loads(paths["json"].read_text())["environment"]["vector_isa"]
+    assert isa == [flag for flag in _benchmark.VECTOR_ISA_FLAGS if flag in flags]
+    header = paths["md"].read_text(encoding="utf-8").split("| function |")[0]
+    isa_lines = [line for line in header.splitlines() if line.startswith("- vector ISA: ")]
+    assert len(isa_lines) == 1
+    listed = isa_lines[0][len("- vector ISA: "):].split(";")[0].split()
+    assert listed == (isa or ["none", "of", *_benchmark.VECTOR_ISA_FLAGS])
+
+
 def test_plot_is_a_png(tiny_run):
     pytest.importorskip("matplotlib")
     _, paths = tiny_run

@@ -944,6 +944,34 @@ def _cpu_model():
     return platform.processor() or "unknown"
 
 
+# The vector instruction sets that decide which kernels the libraries run (fastsoft's
+# variant, PyTorch's and NumPy's dispatch), in the order the report lists them.
+VECTOR_ISA_FLAGS = ("sse2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw",
+                    "avx512vl", "avx512_bf16", "avx512_fp16", "amx_tile", "asimd", "sve")
+
+
+def _vector_isa():
+    """The VECTOR_ISA_FLAGS the CPU reports (Linux's /proc/cpuinfo flags or Features
+    line), or None where that file is not there to read."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key = line.split(":", 1)[0].strip()
+            if key in ("flags", "Features"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in VECTOR_ISA_FLAGS if flag in present]
+    return None
+
+
+def _torch_cpu_capability(libraries):
+    """PyTorch's choice of CPU kernels (e.g. AVX2, AVX512), when torch is in the run."""
+    if "torch" not in libraries:
+        return None
+    torch, _ = import_optional("torch")
+    capability = getattr(getattr(getattr(torch, "backends", None), "cpu", None),
+                         "get_cpu_capability", None)
+    return capability() if capability is not None else None
+
+
 def _fastsoft_config():
     fs, _ = import_optional("fastsoft")
     if fs is None or not hasattr(fs, "show_config"):
@@ -981,6 +1009,8 @@ def environment(settings, argv):
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        "vector_isa": _vector_isa(),
+        "torch_cpu_capability": _torch_cpu_capability(settings.libraries),
         "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "versions": _versions(settings.libraries),
@@ -1007,6 +1037,11 @@ def to_markdown(rows, mismatches, skipped, records, env, thread_counts):
         f"- interleaved, {repeat}, samples of >= {s['sample_ms']:g} ms; numpy and scipy "
         "run on one thread, jax on XLA's own pool",
     ]
+    if env.get("vector_isa") is not None:
+        isa = " ".join(env["vector_isa"]) or "none of " + " ".join(VECTOR_ISA_FLAGS)
+        torch_kernels = (f"; PyTorch's CPU kernels: {env['torch_cpu_capability']}"
+                         if env.get("torch_cpu_capability") else "")
+        lines.append(f"- vector ISA: {isa}{torch_kernels}")
     if env["environment_variables"]:
         lines.append("- environment: " + ", ".join(
             f"{k}={v}" for k, v in env["environment_variables"].items()))
