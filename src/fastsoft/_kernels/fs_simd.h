@@ -97,6 +97,16 @@ static inline FS_v4d FS_select4d(FS_v4l take, FS_v4d a, FS_v4d b)
     return (FS_v4d)(((FS_v4l)a & take) | ((FS_v4l)b & ~take));
 }
 
+/* -|v| and min(v, 0), sigsoftmax's two selects, as one instruction each: the sign bit
+   set is select(v >= 0, -v, v)'s value (-0 for +-0, exp of which is 1 either way; a NaN
+   stays a NaN, its sign not kept), and vminps/vminpd return their second operand, 0, for
+   a NaN and for -0, as select(v < 0, v, 0) does.  Measured: float32 sigsoftmax's terms
+   0.87-0.91 -> 0.78-0.81 ns a value on one core (Intel Xeon, rows in L1). */
+static inline FS_v8f FS_neg_abs8f(FS_v8f v) { return (FS_v8f)((FS_v8i)v | (FS_v8i)FS_splat8f(-0.0f)); }
+static inline FS_v4d FS_neg_abs4d(FS_v4d v) { return (FS_v4d)((FS_v4l)v | (FS_v4l)FS_splat4d(-0.0)); }
+static inline FS_v8f FS_min_zero8f(FS_v8f v) { return FS_vmin8f(v, FS_splat8f(0.0f)); }
+static inline FS_v4d FS_min_zero4d(FS_v4d v) { return FS_vmin4d(v, FS_splat4d(0.0)); }
+
 /* the two halves of 8 floats as 4 doubles each (exact).  With AVX these are single
    instructions; GCC's lowering of the generic conversion went through the stack. */
 #if defined(__AVX__)
@@ -854,7 +864,7 @@ FS_sigsoftmax_gap_lanes(FS_v4d *z, const int count, FS_v4d m, FS_v4d m_neg, FS_v
     FS_v4d t[FS_LANES_MAX];
     FS_v4l normal = zero == zero;
     FS_EACH(i, count) {
-        t[i] = FS_select4d(z[i] >= zero, -z[i], z[i]);
+        t[i] = FS_neg_abs4d(z[i]);
         normal &= t[i] >= -708.0;
     }
     if (__builtin_expect(FS_all4(normal), 1))
@@ -863,7 +873,7 @@ FS_sigsoftmax_gap_lanes(FS_v4d *z, const int count, FS_v4d m, FS_v4d m_neg, FS_v
         FS_exp_lanes(t, count, 0);
     FS_log1p_unit_lanes(t, count);
     FS_EACH(i, count)
-        z[i] = ((z[i] - m) + (FS_select4d(z[i] < zero, z[i], zero) - m_neg)) - (t[i] - m_tail);
+        z[i] = ((z[i] - m) + (FS_min_zero4d(z[i]) - m_neg)) - (t[i] - m_tail);
 }
 
 static inline FS_v4d FS_sigsoftmax_gap_v4(FS_v4d z, FS_v4d m, FS_v4d m_neg, FS_v4d m_tail)
@@ -905,8 +915,8 @@ FS_sigsoftmax_terms_lanes(FS_v4d *z, const int count, FS_v4d m, FS_v4d m_neg, FS
     FS_v4d t[FS_LANES_MAX], a[FS_LANES_MAX];
     FS_v4l normal = zero == zero;
     FS_EACH(i, count) {
-        t[i] = FS_select4d(z[i] >= zero, -z[i], z[i]);
-        a[i] = (z[i] - m) + (FS_select4d(z[i] < zero, z[i], zero) - m_neg);
+        t[i] = FS_neg_abs4d(z[i]);
+        a[i] = (z[i] - m) + (FS_min_zero4d(z[i]) - m_neg);
         normal &= (t[i] >= -708.0) & (a[i] >= -708.0);
     }
     if (__builtin_expect(FS_all4(normal), 1)) {
@@ -988,7 +998,7 @@ static inline double FS_sum_as_exp_f64(const double *e, ptrdiff_t n)
 /* log1p(exp(-|z|)), the softplus tail, in double (the row max's m_tail) */
 static inline FS_v4d FS_softplus_tail_v4(FS_v4d z)
 {
-    FS_v4d t = FS_exp_v4_any(FS_select4d(z >= FS_splat4d(0.0), -z, z));
+    FS_v4d t = FS_exp_v4_any(FS_neg_abs4d(z));
     FS_log1p_unit_lanes(&t, 1);
     return t;
 }
@@ -1138,7 +1148,7 @@ static inline __attribute__((always_inline)) void FS_log1pf_unit_lanes(FS_v8f *t
 static inline __attribute__((always_inline)) void
 FS_softplus_tail_lanes(FS_v8f *z, const int count, const int short_exp)
 {
-    FS_EACH(i, count) z[i] = FS_select8f(z[i] >= FS_splat8f(0.0f), -z[i], z[i]);
+    FS_EACH(i, count) z[i] = FS_neg_abs8f(z[i]);
     FS_expf_lanes(z, count, short_exp);
     FS_log1pf_unit_lanes(z, count);
 }
@@ -1155,12 +1165,11 @@ static inline __attribute__((always_inline)) void
 FS_sigsoftmax_gapf_lanes(FS_v8f *z, const int count, FS_v8f m, FS_v8f m_neg, FS_v8f m_tail,
                          const int short_exp)
 {
-    const FS_v8f zero = FS_splat8f(0.0f);
     FS_v8f tail[FS_LANES_MAX];
     FS_EACH(k, count) tail[k] = z[k];
     FS_softplus_tail_lanes(tail, count, short_exp);
     FS_EACH(k, count)
-        z[k] = ((z[k] - m) + (FS_select8f(z[k] < zero, z[k], zero) - m_neg)) - (tail[k] - m_tail);
+        z[k] = ((z[k] - m) + (FS_min_zero8f(z[k]) - m_neg)) - (tail[k] - m_tail);
 }
 #endif
 
@@ -1206,12 +1215,11 @@ static inline __attribute__((always_inline)) void
 FS_sigsoftmax_terms_lanes_f32(FS_v8f *z, const int count, FS_v8f m, FS_v8f m_neg, FS_v4d c,
                               const int normal, FS_v8i keep, FS_v4d *acc0, FS_v4d *acc1)
 {
-    const FS_v8f zero = FS_splat8f(0.0f);
     const FS_v4d one = FS_splat4d(1.0);
     FS_v8f t[FS_LANES_MAX], a[FS_LANES_MAX];
     FS_EACH(k, count) {
-        t[k] = FS_select8f(z[k] >= zero, -z[k], z[k]);
-        a[k] = (z[k] - m) + (FS_select8f(z[k] < zero, z[k], zero) - m_neg);
+        t[k] = FS_neg_abs8f(z[k]);
+        a[k] = (z[k] - m) + (FS_min_zero8f(z[k]) - m_neg);
     }
     FS_expf_lanes(t, count, normal);
     FS_expf_lanes(a, count, normal);
