@@ -5,7 +5,9 @@
    FASTSOFT_REQUIRE_OPENMP=1 turns that into an error (CI sets it).
 2. CPU variants: the one kernel body `_core.pxi` is compiled into a module per variant,
    `_core_baseline` (the architecture's baseline ISA) and, on x86-64 with GCC or Clang,
-   `_core_avx2` (-mavx2 -mfma).  fastsoft._kernels picks one at import.
+   `_core_avx2` (-mavx2 -mfma) and `_core_avx512` (the same with AVX-512 F/VL/DQ/BW: the
+   same 256-bit vector code, with 32 registers and AVX-512's instructions to compile it
+   to; the same bits).  fastsoft._kernels picks one at import.
 3. `_buffers` (the recycled memory of large results) is plain C, built once.
 4. Flags: -O3 with -fno-math-errno/-fno-trapping-math so that loops of branch-free math
    vectorize; never -ffast-math or -ffinite-math-only, which would break NaN/inf handling.
@@ -24,7 +26,12 @@ from setuptools.command.build_ext import build_ext
 
 KERNEL_DIR = os.path.join("src", "fastsoft", "_kernels")
 BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
-VARIANT_FLAGS = {"baseline": [], "avx2": ["-mavx2", "-mfma"]}
+AVX2_FLAGS = ["-mavx2", "-mfma"]
+VARIANT_FLAGS = {
+    "baseline": [],
+    "avx2": AVX2_FLAGS,
+    "avx512": AVX2_FLAGS + ["-mavx512f", "-mavx512vl", "-mavx512dq", "-mavx512bw"],
+}
 OPENMP_PROBE = textwrap.dedent(
     """
     #include <omp.h>
@@ -92,7 +99,7 @@ class BuildKernels(build_ext):
 def _extensions():
     variants = ["baseline"]
     if _is_x86() and not sys.platform.startswith("win"):
-        variants.append("avx2")
+        variants += ["avx2", "avx512"]
     numpy_api = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
     return [
         Extension(

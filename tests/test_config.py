@@ -116,7 +116,7 @@ def run_with_variant(variant):
                           text=True, timeout=300)
 
 
-@pytest.mark.parametrize("variant", ["avx2", "baseline"])
+@pytest.mark.parametrize("variant", ["avx512", "avx2", "baseline"])
 def test_cpu_variant_matches_reference(variant):
     if variant not in variants():
         pytest.skip(f"{variant} is not supported on this CPU/build")
@@ -125,6 +125,63 @@ def test_cpu_variant_matches_reference(variant):
     assert re.search(rf"variant\W+{variant}\b", result.stdout, re.IGNORECASE), result.stdout
     if not result.stdout.rstrip().endswith("FAILURES 0"):
         pytest.fail(f"variant {variant} disagrees with the reference:\n{result.stdout[-4000:]}")
+
+
+BITS_SCRIPT = textwrap.dedent("""
+    import hashlib, sys
+    import numpy as np
+    import fastsoft as fs
+    sys.path.insert(0, {tests!r})
+    from _arrays import NAMES, arrays
+    digest = hashlib.sha256()
+
+    def add(result):
+        # one NaN pattern: which NaN a NaN input gives back is not specified
+        result = np.asarray(result)
+        digest.update(np.where(np.isnan(result), np.nan, result).astype(result.dtype).tobytes())
+
+    rng = np.random.default_rng(3)
+    shapes = [(5, 7), (64, 33), (300, 1000), (3, 5003), (1000, 10), (200, 300)]
+    inputs = [x for dtype in (np.float32, np.float64) for _, x in arrays(dtype)]
+    inputs += [(rng.standard_normal(shape) * scale).astype(dtype) for shape in shapes
+               for scale in (1, 30) for dtype in (np.float32, np.float64)]
+    with np.errstate(all="ignore"):
+        for x in inputs:
+            for name in NAMES:
+                for axis in (-1, 0) if x.ndim > 1 else (-1,):
+                    add(getattr(fs, name)(x, axis))
+            if x.ndim == 2 and x.shape[1] > 0:
+                g = np.cos(np.arange(x.size, dtype=x.dtype)).reshape(x.shape)
+                for name in ("softmax", "log_softmax", "sigsoftmax", "log_sigsoftmax"):
+                    y = getattr(fs, name)(x)
+                    args = (g, y, x) if "sig" in name else (g, y)
+                    add(getattr(fs, name + "_backward")(*args))
+                target = np.arange(x.shape[0]) % x.shape[1]
+                for activation in ("softmax", "sigsoftmax"):
+                    loss, grad = fs.cross_entropy(x, target, activation=activation,
+                                                  return_grad=True)
+                    add(loss)
+                    add(grad)
+    print(fs._kernels.variant, digest.hexdigest())
+""")
+
+
+def test_avx512_gives_the_avx2_bits():
+    """The avx512 build is the avx2 build's code with AVX-512 instructions to choose from
+    (32 registers, masked and three-input logic): every result, bit for bit, the same
+    (NaNs compared as NaNs: one NaN input's sigsoftmax row differed in the NaN's bits)."""
+    if not {"avx512", "avx2"} <= set(variants()):
+        pytest.skip("the avx512 variant is not supported on this CPU/build")
+    script = BITS_SCRIPT.format(tests=os.path.dirname(__file__))
+    printed = []
+    for variant in ("avx2", "avx512"):
+        env = dict(os.environ, FASTSOFT_CPU_VARIANT=variant)
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        printed.append(result.stdout.split())
+    assert [p[0] for p in printed] == ["avx2", "avx512"]
+    assert printed[0][1] == printed[1][1]
 
 
 def test_unknown_variant_falls_back_with_warning():

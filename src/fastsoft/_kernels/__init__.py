@@ -1,8 +1,8 @@
 """The compiled kernels, chosen once at import for the running CPU.
 
 The same kernel body is compiled once per CPU variant (see setup.py).  The best variant
-the CPU supports is used; ``FASTSOFT_CPU_VARIANT=baseline`` (or ``avx2``) overrides the
-choice.  An override the CPU cannot run, or a variant that was not built, falls back to
+the CPU supports is used; ``FASTSOFT_CPU_VARIANT=baseline`` (or ``avx2``, ``avx512``)
+overrides the choice.  An override the CPU cannot run, or a variant that was not built, falls back to
 the baseline with a warning rather than failing (or crashing on an illegal instruction).
 """
 
@@ -12,7 +12,7 @@ import warnings
 from . import _core_baseline
 
 ENV_VARIANT = "FASTSOFT_CPU_VARIANT"
-VARIANTS = ("avx2", "baseline")  # best first
+VARIANTS = ("avx512", "avx2", "baseline")  # best first
 
 
 def _load(name):
@@ -24,6 +24,12 @@ def _load(name):
         except ImportError:
             return None
         return _core_avx2
+    if name == "avx512" and _core_baseline.cpu_has_avx512():
+        try:
+            from . import _core_avx512
+        except ImportError:
+            return None
+        return _core_avx512
     return None
 
 

@@ -49,6 +49,7 @@ from fastsoft._kernels._shims cimport (
     FS_COLUMN_LANES, FS_COLUMN_UNIT_BYTES, FS_column_buffer_values, FS_column_unit_f32,
     FS_column_unit_f64,
     FS_OPENMP_ENABLED, omp_get_max_threads, omp_get_thread_num, FS_cpu_has_avx2_fma,
+    FS_cpu_has_avx512,
 )
 
 include "_rows.pxi"
@@ -66,6 +67,11 @@ def openmp_enabled():
 def cpu_has_avx2_fma():
     """Whether the running CPU (and OS) support AVX2 and FMA."""
     return bool(FS_cpu_has_avx2_fma())
+
+
+def cpu_has_avx512():
+    """Whether the running CPU (and OS) support AVX2, FMA and AVX-512 F, VL, DQ and BW."""
+    return bool(FS_cpu_has_avx512())
 
 
 def max_threads():

@@ -107,8 +107,18 @@ cdef extern from *:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     }
+    static int FS_cpu_has_avx512(void)
+    {
+        /* and the OS saves the mask and ZMM state (XGETBV), as for AVX2 */
+        __builtin_cpu_init();
+        return FS_cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f")
+               && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+               && __builtin_cpu_supports("avx512bw");
+    }
     #else
     static int FS_cpu_has_avx2_fma(void) { return 0; }
+    static int FS_cpu_has_avx512(void) { return 0; }
     #endif
     """
     int FS_cpu_has_avx2_fma() noexcept nogil
+    int FS_cpu_has_avx512() noexcept nogil
