@@ -2,8 +2,9 @@
 
 The same kernel body is compiled once per CPU variant (see setup.py).  The best variant
 the CPU supports is used; ``FASTSOFT_CPU_VARIANT=baseline`` (or ``avx2``, ``avx512``)
-overrides the choice.  An override the CPU cannot run, or a variant that was not built, falls back to
-the baseline with a warning rather than failing (or crashing on an illegal instruction).
+overrides the choice.  An override the CPU cannot run, or a variant that was not built,
+falls back to the baseline with a warning rather than failing (or crashing on an illegal
+instruction).
 """
 
 import os
