@@ -936,12 +936,20 @@ def acceptance(rows):
 # ------------------------------------------------------------------------ reports
 
 
-def _cpu_model():
+def _cpuinfo_value(*keys):
+    """The value of the first /proc/cpuinfo line whose key is one of `keys`: "" when no
+    line has one, None where the file cannot be read (not Linux)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+            key, _, value = line.partition(":")
+            if key.strip() in keys:
+                return value.strip()
+        return ""
+    return None
+
+
+def _cpu_model():
+    return _cpuinfo_value("model name") or platform.processor() or "unknown"
 
 
 # The vector instruction sets that decide which kernels the libraries run (fastsoft's
@@ -953,13 +961,11 @@ VECTOR_ISA_FLAGS = ("sse2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512
 def _vector_isa():
     """The VECTOR_ISA_FLAGS the CPU reports (Linux's /proc/cpuinfo flags or Features
     line), or None where that file is not there to read."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key = line.split(":", 1)[0].strip()
-            if key in ("flags", "Features"):
-                present = set(line.split(":", 1)[1].split())
-                return [flag for flag in VECTOR_ISA_FLAGS if flag in present]
-    return None
+    flags = _cpuinfo_value("flags", "Features")
+    if flags is None:
+        return None
+    present = set(flags.split())
+    return [flag for flag in VECTOR_ISA_FLAGS if flag in present]
 
 
 def _torch_cpu_capability(libraries):

@@ -287,8 +287,7 @@ FS_SHORT_STEPS(f64, FS_v4d, FS_v4l, double, FS_splat4d, FS_vmax4d, FS_select4d, 
    whose softmax is taken with shift 0 */
 static inline void FS_short_gaps_f32(FS_v8f *c, ptrdiff_t width, FS_v8f m)
 {
-    const FS_v8f zero = FS_splat8f(0.0f);
-    const FS_v8f m_neg = FS_select8f(m < zero, m, zero), m_tail = FS_softplus_tail_v8(m, 0);
+    const FS_v8f m_neg = FS_min_zero8f(m), m_tail = FS_softplus_tail_v8(m, 0);
     for (ptrdiff_t j = 0; j < width; j += 4)
         FS_sigsoftmax_gapf_lanes(c + j, 4, m, m_neg, m_tail, 0);
 }
@@ -334,8 +333,7 @@ static inline FS_v4d FS_short_log_norm_f64(FS_v4d total, FS_v4l ties)
 /* FS_short_gaps_f32 with FS_GAP_ROW's double gaps */
 static inline void FS_short_gaps_f64(FS_v4d *c, ptrdiff_t width, FS_v4d m)
 {
-    const FS_v4d zero = FS_splat4d(0.0);
-    const FS_v4d m_neg = FS_select4d(m < zero, m, zero), m_tail = FS_softplus_tail_v4(m);
+    const FS_v4d m_neg = FS_min_zero4d(m), m_tail = FS_softplus_tail_v4(m);
     for (ptrdiff_t j = 0; j < width; j += 4)
         FS_sigsoftmax_gap_lanes(c + j, 4, m, m_neg, m_tail);
 }

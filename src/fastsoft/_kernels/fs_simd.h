@@ -940,9 +940,9 @@ FS_sigsoftmax_terms_lanes(FS_v4d *z, const int count, FS_v4d m, FS_v4d m_neg, FS
 static inline void FS_sigsoftmax_terms_constants(FS_v4d m, FS_v4d *m_neg, FS_v4d *c_hi,
                                                  FS_v4d *c_lo, FS_v4d *c_inverse)
 {
-    const FS_v4d zero = FS_splat4d(0.0), one = FS_splat4d(1.0);
-    FS_v4d t_m = FS_exp_v4(FS_select4d(m >= zero, -m, m));
-    *m_neg = FS_select4d(m < zero, m, zero);
+    const FS_v4d one = FS_splat4d(1.0);
+    FS_v4d t_m = FS_exp_v4(FS_neg_abs4d(m));
+    *m_neg = FS_min_zero4d(m);
     *c_hi = one + t_m;
     *c_lo = t_m - (*c_hi - one);
     *c_inverse = one / *c_hi;
@@ -1177,8 +1177,8 @@ FS_sigsoftmax_gapf_lanes(FS_v8f *z, const int count, FS_v8f m, FS_v8f m_neg, FS_
 static inline __attribute__((always_inline)) void
 FS_sigsoftmax_gap_f32f_impl(const float *z, float *gap, ptrdiff_t n, float z_max, const int short_exp)
 {
-    const FS_v8f zero = FS_splat8f(0.0f), mv = FS_splat8f(z_max);
-    const FS_v8f m_neg = FS_select8f(mv < zero, mv, zero);
+    const FS_v8f mv = FS_splat8f(z_max);
+    const FS_v8f m_neg = FS_min_zero8f(mv);
     const FS_v8f m_tail = FS_softplus_tail_v8(mv, 0);
     FS_v8f block[FS_LANES_MAX];
     ptrdiff_t j = 0;
@@ -1249,8 +1249,8 @@ static inline double FS_sigsoftmax_terms_f32(const float *z, float *e, ptrdiff_t
                                              int normal, const float *ahead)
 {
 #if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v8f zero = FS_splat8f(0.0f), m = FS_splat8f(z_max);
-    const FS_v8f m_neg = FS_select8f(m < zero, m, zero);
+    const FS_v8f m = FS_splat8f(z_max);
+    const FS_v8f m_neg = FS_min_zero8f(m);
     const FS_v4d c = FS_splat4d(1.0 + (double)FS_expf(z_max >= 0 ? -z_max : z_max));
     const FS_v8i all = {-1, -1, -1, -1, -1, -1, -1, -1};
     const FS_v8i lane_index = {0, 1, 2, 3, 4, 5, 6, 7};
@@ -1686,22 +1686,33 @@ FS_vjp_f32_impl(const float *g, const float *y, const float *z, float *out, ptrd
 }
 #endif
 
-/* next_*: the next row's g, y (and z), prefetched a line per block, or NULL */
-static inline void FS_vjp_f32(const float *g, const float *y, const float *z, float *out,
-                              ptrdiff_t n, double r, int log_kind, const float *next_g,
-                              const float *next_y, const float *next_z)
-{
+/* FS_vjp_f32 / FS_vjp_f64: one row's vector-Jacobian product, the vector loop of the
+   row's kind (FS_VJP_KINDS), or without vector extensions the same formula value by
+   value in double, the float rows' exponential taken in float (EXP) as the vector loop
+   takes it.  next_*: the next row's g, y (and z), prefetched a line per block, or NULL. */
 #if FS_HAVE_VECTOR_EXTENSIONS
-    FS_VJP_KINDS(FS_vjp_f32_impl);
+#define FS_VJP_ENTRY(SUFFIX, T, EXP)                                                          \
+    static inline void FS_vjp_##SUFFIX(const T *g, const T *y, const T *z, T *out,             \
+                                       ptrdiff_t n, double r, int log_kind, const T *next_g,   \
+                                       const T *next_y, const T *next_z)                       \
+    {                                                                                          \
+        FS_VJP_KINDS(FS_vjp_##SUFFIX##_impl);                                                  \
+    }
 #else
-    (void)next_g; (void)next_y; (void)next_z;
-    for (ptrdiff_t j = 0; j < n; j++) {
-        double v = log_kind ? (double)g[j] - (double)FS_expf(y[j]) * r
-                            : (double)y[j] * ((double)g[j] - r);
-        out[j] = (float)(z ? (2.0 - FS_sigmoid((double)z[j])) * v : v);
+#define FS_VJP_ENTRY(SUFFIX, T, EXP)                                                          \
+    static inline void FS_vjp_##SUFFIX(const T *g, const T *y, const T *z, T *out,             \
+                                       ptrdiff_t n, double r, int log_kind, const T *next_g,   \
+                                       const T *next_y, const T *next_z)                       \
+    {                                                                                          \
+        (void)next_g; (void)next_y; (void)next_z;                                              \
+        for (ptrdiff_t j = 0; j < n; j++) {                                                    \
+            double v = log_kind ? (double)g[j] - (double)EXP(y[j]) * r                         \
+                                : (double)y[j] * ((double)g[j] - r);                           \
+            out[j] = (T)(z ? (2.0 - FS_sigmoid((double)z[j])) * v : v);                        \
+        }                                                                                      \
     }
 #endif
-}
+FS_VJP_ENTRY(f32, float, FS_expf)
 
 #if FS_HAVE_VECTOR_EXTENSIONS
 static inline __attribute__((always_inline)) void
@@ -1734,21 +1745,7 @@ FS_vjp_f64_impl(const double *g, const double *y, const double *z, double *out, 
 }
 #endif
 
-/* FS_vjp_f32 for double rows (the exponential in double) */
-static inline void FS_vjp_f64(const double *g, const double *y, const double *z, double *out,
-                              ptrdiff_t n, double r, int log_kind, const double *next_g,
-                              const double *next_y, const double *next_z)
-{
-#if FS_HAVE_VECTOR_EXTENSIONS
-    FS_VJP_KINDS(FS_vjp_f64_impl);
-#else
-    (void)next_g; (void)next_y; (void)next_z;
-    for (ptrdiff_t j = 0; j < n; j++) {
-        double v = log_kind ? g[j] - FS_exp(y[j]) * r : y[j] * (g[j] - r);
-        out[j] = z ? (2.0 - FS_sigmoid(z[j])) * v : v;
-    }
-#endif
-}
+FS_VJP_ENTRY(f64, double, FS_exp)
 
 /* ---------------------------------------------------------------------------------------
  * Streaming stores for log_softmax results far larger than the caches: the last pass of
