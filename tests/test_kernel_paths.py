@@ -125,25 +125,29 @@ def test_small_calls_pass_other_inputs_to_the_full_path(name, x):
 
 @pytest.mark.parametrize("name", FORWARD)
 def test_public_functions_behave_as_functions(name):
-    # the public forward functions are compiled routers (SmallCallRouter), not Python
-    # functions: they must still look, pickle and fail like the functions they wrap
+    # the public forward functions are compiled functions (the kernels' small-call
+    # entries), not Python ones: they must still look, pickle and fail like the functions
+    # they wrap, and take exactly their arguments
     import copy
     import inspect
     import pickle
 
     func = getattr(fs, name)
     assert func.__name__ == name and func.__module__ == "fastsoft._activations"
-    assert repr(func) == f"<function {name}>"
+    assert f"function {name} " in repr(func)
     assert func.__doc__ == func.__wrapped__.__doc__ and "Examples" in func.__doc__
     assert inspect.signature(func) == inspect.signature(func.__wrapped__)
+    # the compiled function's own parameters, not only what __wrapped__ reports
+    assert (inspect.signature(func, follow_wrapped=False)
+            == inspect.signature(func.__wrapped__))
     assert pickle.loads(pickle.dumps(func)) is func
     assert copy.deepcopy(func) is func
     x = _rows(2, 7, np.float64)
     with pytest.raises(TypeError, match="axs"):
         func(x, axs=0)                          # a misspelled keyword reaches Python's check
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=name):
         func()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=name):
         func(x, -1, 2)                          # num_threads is keyword-only
     np.testing.assert_array_equal(func(x, -1), func(x, axis=-1, where=None))
 

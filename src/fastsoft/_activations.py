@@ -110,7 +110,7 @@ def _transform(name, kernel, log_output, x, axis, out, where, num_threads):
     return target
 
 
-@dispatch(small_call=(_kernels.core.SmallCallRouter, 0))
+@dispatch(small_call=_kernels.core.small_call_entry)
 @_document("Masked-out entries of the result are exactly 0; a fully masked row is all 0.")
 def softmax(x, axis=-1, *, out=None, where=None, num_threads=None):
     r"""Softmax along an axis: exponentials normalised to sum to 1.
@@ -167,7 +167,7 @@ def softmax(x, axis=-1, *, out=None, where=None, num_threads=None):
                       x, axis, out, where, num_threads)
 
 
-@dispatch(small_call=(_kernels.core.SmallCallRouter, 1))
+@dispatch(small_call=_kernels.core.small_call_entry)
 @_document("Masked-out entries of the result are exactly -inf; a fully masked row is all -inf.")
 def log_softmax(x, axis=-1, *, out=None, where=None, num_threads=None):
     r"""Logarithm of the softmax along an axis, computed without forming the softmax.
@@ -221,7 +221,7 @@ def log_softmax(x, axis=-1, *, out=None, where=None, num_threads=None):
                       x, axis, out, where, num_threads)
 
 
-@dispatch(small_call=(_kernels.core.SmallCallRouter, 3))
+@dispatch(small_call=_kernels.core.small_call_entry)
 @_document("A fully masked row is exactly 0 (it has no member).")
 def sigsoftmax(x, axis=-1, *, out=None, where=None, num_threads=None):
     r"""Sigsoftmax along an axis (Kanai et al., NeurIPS 2018).
@@ -283,7 +283,7 @@ def sigsoftmax(x, axis=-1, *, out=None, where=None, num_threads=None):
                       x, axis, out, where, num_threads)
 
 
-@dispatch(small_call=(_kernels.core.SmallCallRouter, 4))
+@dispatch(small_call=_kernels.core.small_call_entry)
 @_document("Masked-out entries of the result are exactly -inf; a fully masked row is all -inf.")
 def log_sigsoftmax(x, axis=-1, *, out=None, where=None, num_threads=None):
     r"""Logarithm of sigsoftmax along an axis (Kanai et al., NeurIPS 2018).
@@ -335,7 +335,7 @@ def log_sigsoftmax(x, axis=-1, *, out=None, where=None, num_threads=None):
                       x, axis, out, where, num_threads)
 
 
-@dispatch(small_call=(_kernels.core.SmallCallRouter, 2))
+@dispatch(small_call=_kernels.core.small_call_entry)
 @_document("A fully masked row gives -inf (the log of an empty sum).")
 def logsumexp(x, axis=-1, *, keepdims=False, out=None, where=None, num_threads=None):
     r"""Logarithm of the sum of exponentials along an axis.

@@ -95,13 +95,14 @@ def _dask_route(name, args, kwargs, cupy, dask_array):
 def dispatch(func=None, *, small_call=None):
     """Let `func` run on the backend its array arguments live on (see the module doc).
 
-    small_call: optional (router, op), router a compiled class (the kernels'
-    SmallCallRouter) whose instance becomes the public function: a call with the array
-    alone, ``func(x)`` (or with only ``axis`` and ``num_threads`` keywords), is answered in
-    compiled code when the array is a small, plain NumPy array along its last axis; any
-    other call (including every CuPy or Dask array, which are not exact ndarrays) goes to
-    the routed function below.  Tiny calls then skip the routing, validation and layout
-    work, which would otherwise cost several times the arithmetic.
+    small_call: optional, the kernels' ``small_call_entry``: the public function is then
+    the compiled function of the same name it returns, which answers a call on a small,
+    plain NumPy array along its last axis (without ``out`` or ``where``) right there and
+    passes any other call (including every CuPy or Dask array, which are not exact
+    ndarrays) to the routed function below.  Tiny calls then skip the routing,
+    validation and layout work, which would otherwise cost several times the arithmetic.
+    It takes the wrapped function's name, docstring and ``__wrapped__`` (so that
+    ``inspect.signature`` and doctest see the original function).
     """
     if func is None:
         return functools.partial(dispatch, small_call=small_call)
@@ -122,7 +123,6 @@ def dispatch(func=None, *, small_call=None):
 
     if small_call is None:
         return routed
-    router, op = small_call
-    public = router(routed, op)
+    public = small_call(name, routed)
     functools.update_wrapper(public, func)
     return public

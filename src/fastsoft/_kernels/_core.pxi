@@ -22,8 +22,6 @@
 
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from cpython.dict cimport PyDict_Next
-from cpython.object cimport PyObject
 cimport numpy as cnp
 
 cdef extern from "numpy/arrayobject.h":
@@ -677,54 +675,58 @@ cdef enum:
     SMALL_CALL_NOGIL = 1 << 12      # small calls this large release the GIL
 
 
-cdef class SmallCallRouter:
-    """A public forward function: small plain calls go straight to _small_forward, every
-    other call to `full` (the backend routing and the validated NumPy path).
+# The public forward functions are the compiled functions below, renamed and documented
+# as the Python functions they wrap (fastsoft._backend.dispatch): a small plain call goes
+# straight to _small_forward, any other to the routed Python function (the backend
+# routing and the validated NumPy path).  A Python wrapper in front cost 150-250 ns of a
+# 1 us call; a compiled class taking (*args, **kwargs) still built a tuple and a dict per
+# call (25 ns, measured); compiled functions with these exact signatures build neither,
+# and Cython's own argument errors name the function.
+cdef list _routed = [None] * 5     # the routed Python function of op 0-4
 
-    A Python wrapper in front of the compiled entry cost 150-250 ns of a 1 us call (the
-    closure and its argument tuple and keyword dict); this class does the same checks in C.
-    functools.update_wrapper gives it the wrapped function's name, docstring and
-    __wrapped__ (so inspect.signature and doctest see the original function).
-    """
-    cdef readonly object full
-    cdef readonly int op
-    cdef dict __dict__
 
-    def __init__(self, full, int op):
-        self.full = full
-        self.op = op
+def small_call_entry(str name, routed):
+    """The compiled public function `name`, with `routed` as its full path."""
+    cdef int op = ("softmax", "log_softmax", "logsumexp", "sigsoftmax",
+                   "log_sigsoftmax").index(name)
+    _routed[op] = routed
+    return (softmax, log_softmax, logsumexp, sigsoftmax, log_sigsoftmax)[op]
 
-    def __call__(self, *args, **kwargs):
-        cdef object result = None
-        cdef object axis = -1
-        cdef object num_threads = None
-        cdef Py_ssize_t position = 0
-        cdef PyObject* key
-        cdef PyObject* value
-        cdef bint plain = True
-        if len(args) == 1:
-            if kwargs:
-                while PyDict_Next(kwargs, &position, &key, &value):
-                    if <object>key == "axis":
-                        axis = <object>value
-                    elif <object>key == "num_threads":
-                        num_threads = <object>value
-                    else:
-                        # out=, where= or a misspelling: the full path handles or rejects it
-                        plain = False
-                        break
-            if plain:
-                result = _small_forward(args[0], self.op, axis, num_threads)
-                if result is not None:
-                    return result
-        return self.full(*args, **kwargs)
 
-    def __repr__(self):
-        return f"<function {getattr(self, '__qualname__', 'fastsoft function')}>"
+cdef inline object _entry(int op, object x, object axis, object out, object where,
+                          object num_threads):
+    cdef object result
+    if out is None and where is None:
+        result = _small_forward(x, op, axis, num_threads)
+        if result is not None:
+            return result
+    return _routed[op](x, axis, out=out, where=where, num_threads=num_threads)
 
-    def __reduce__(self):
-        # pickled by reference, as functions are: the module attribute of this name
-        return getattr(self, "__qualname__")
+
+def softmax(x, axis=-1, *, out=None, where=None, num_threads=None):
+    return _entry(0, x, axis, out, where, num_threads)
+
+
+def log_softmax(x, axis=-1, *, out=None, where=None, num_threads=None):
+    return _entry(1, x, axis, out, where, num_threads)
+
+
+def sigsoftmax(x, axis=-1, *, out=None, where=None, num_threads=None):
+    return _entry(3, x, axis, out, where, num_threads)
+
+
+def log_sigsoftmax(x, axis=-1, *, out=None, where=None, num_threads=None):
+    return _entry(4, x, axis, out, where, num_threads)
+
+
+def logsumexp(x, axis=-1, *, keepdims=False, out=None, where=None, num_threads=None):
+    cdef object result
+    if keepdims is False and out is None and where is None:
+        result = _small_forward(x, 2, axis, num_threads)
+        if result is not None:
+            return result
+    return _routed[2](x, axis, keepdims=keepdims, out=out, where=where,
+                      num_threads=num_threads)
 
 
 cdef void _small_kernel(int typenum, int op, void* data, void* result, double* scratch,

@@ -83,9 +83,6 @@ static inline void FS_prefetch_two_lines(const void *p)
 typedef uint32_t FS_v8u __attribute__((vector_size(32)));
 typedef uint64_t FS_v4u __attribute__((vector_size(32)));
 
-static inline FS_v8f FS_splat8f(float v) { FS_v8f r = {v, v, v, v, v, v, v, v}; return r; }
-static inline FS_v4d FS_splat4d(double v) { FS_v4d r = {v, v, v, v}; return r; }
-
 /* where `take` is all-ones pick a, else b (lane masks from vector comparisons) */
 static inline FS_v8f FS_select8f(FS_v8i take, FS_v8f a, FS_v8f b)
 {
