@@ -55,6 +55,19 @@ static inline double FS_f64_from_bits(uint64_t u) { double x; memcpy(&x, &u, siz
 #define FS_EXP_H8 0x1.28ad68c1a83p-22
 #define FS_EXP_H9 0x1.ad7f78174a26fp-26
 
+/* s(t) ~ (log1p(t) - t) / t^2 on [0, 1], degree 8, for float log1p as t + t^2 s(t)
+   (FS_log1pf_unit_lanes): weighted least squares in 50-digit arithmetic, each coefficient
+   rounded to float before the next is fitted (bench/log1pf_coefficients.py). */
+#define FS_LOG1PF_S0 -0x1.ffff9p-2f
+#define FS_LOG1PF_S1 0x1.5546d4p-2f
+#define FS_LOG1PF_S2 -0x1.fe9d9p-3f
+#define FS_LOG1PF_S3 0x1.90c89ep-3f
+#define FS_LOG1PF_S4 -0x1.337ac2p-3f
+#define FS_LOG1PF_S5 0x1.9efd04p-4f
+#define FS_LOG1PF_S6 -0x1.adfc7cp-5f
+#define FS_LOG1PF_S7 0x1.1fa886p-6f
+#define FS_LOG1PF_S8 -0x1.68a20ap-9f
+
 /* exp(x) in float: below -104 it rounds to +0, above 89 it is +inf. Fastest and most
    accurate for the x <= 0 that the forward kernels pass. */
 static inline float FS_expf(float x)

@@ -1111,33 +1111,22 @@ static inline double FS_log1p_one(double t)
  * ------------------------------------------------------------------------------------- */
 
 #if FS_HAVE_VECTOR_EXTENSIONS
-/* log(1 + t) for 0 <= t <= 1 in float, FS_log1p_unit's scheme with a shorter series */
-/* t[k] = log1p(t[k]) for t in [0, 1], k < count, side by side (as FS_expf_lanes) */
+/* t[k] = log1p(t[k]) for t in [0, 1], k < count, side by side (as FS_expf_lanes), in
+   float: t + t^2 s(t), s the degree-8 polynomial of bench/log1pf_coefficients.py (fitted
+   to (log1p(t) - t) / t^2 with each coefficient rounded to float before the next is
+   fitted).  No reduction and no division: the log1p of FS_log1p_unit's scheme took 0.45
+   ns a value on the Xeon, this takes 0.17, at 1.11 units of 2^-24 of absolute error
+   (measured over every 7th float in [0, 1]) instead of 0.76. */
 static inline __attribute__((always_inline)) void FS_log1pf_unit_lanes(FS_v8f *t, const int count)
 {
-    const FS_v8f one = FS_splat8f(1.0f);
-    FS_v8f u[FS_LANES_MAX], rounding[FS_LANES_MAX], k[FS_LANES_MAX], f[FS_LANES_MAX];
-    FS_v8f s[FS_LANES_MAX], z[FS_LANES_MAX], q[FS_LANES_MAX], half_f2[FS_LANES_MAX];
-    FS_EACH(i, count) u[i] = one + t[i];
-    /* the rounding of 1 + t (below 2^-25) divided by u in [1, 2]: a 6% reciprocal
-       (1.457 - u/2) is far more than it needs and saves a division */
-    FS_EACH(i, count) rounding[i] = (t[i] - (u[i] - one)) * (1.457f - 0.5f * u[i]);
-    FS_EACH(i, count) {
-        FS_v8i upper = u[i] > 1.41421356f;
-        f[i] = FS_select8f(upper, 0.5f * u[i], u[i]) - one;
-        k[i] = (FS_v8f)((FS_v8i)one & upper);
-    }
-    FS_EACH(i, count) s[i] = f[i] / (2.0f + f[i]);
-    FS_EACH(i, count) z[i] = s[i] * s[i];
-    FS_EACH(i, count) q[i] = FS_splat8f(2.0f / 11.0f) * z[i] + 2.0f / 9.0f;  /* s^13 < 2^-33 */
-    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0f / 7.0f;
-    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0f / 5.0f;
-    FS_EACH(i, count) q[i] = q[i] * z[i] + 2.0f / 3.0f;
-    FS_EACH(i, count) half_f2[i] = 0.5f * f[i] * f[i];
-    FS_EACH(i, count) {
-        FS_v8f log_m = f[i] - (half_f2[i] - s[i] * (half_f2[i] + z[i] * q[i]));
-        t[i] = k[i] * 0.693145752f + (log_m + (k[i] * 1.42860677e-6f + rounding[i]));
-    }
+    static const float c[9] = {FS_LOG1PF_S0, FS_LOG1PF_S1, FS_LOG1PF_S2, FS_LOG1PF_S3,
+                               FS_LOG1PF_S4, FS_LOG1PF_S5, FS_LOG1PF_S6, FS_LOG1PF_S7,
+                               FS_LOG1PF_S8};
+    FS_v8f s[FS_LANES_MAX];
+    FS_EACH(i, count) s[i] = FS_splat8f(c[8]);
+    _Pragma("GCC unroll 8") for (int d = 7; d >= 0; d--)      /* Horner, vectors side by side */
+        FS_EACH(i, count) s[i] = s[i] * t[i] + c[d];
+    FS_EACH(i, count) t[i] = (t[i] * t[i]) * s[i] + t[i];
 }
 
 /* z[k] = log1p(exp(-|z[k]|)), the softplus tail in [0, log 2], k < count; short_exp: every
