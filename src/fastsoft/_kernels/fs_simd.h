@@ -1308,13 +1308,39 @@ static inline void FS_sigsoftmax_gap_f32f(const float *z, float *gap, ptrdiff_t 
  * ------------------------------------------------------------------------------------- */
 
 
+/* Builds with SSE2 but not AVX (the baseline variant) transpose 4x4 (2x2) blocks with
+   SSE's unpacks: GCC lowered the 32-byte shuffles below to one scalar move per value
+   there (1522 `movss` in the short-row kernel). */
+#if FS_HAVE_VECTOR_EXTENSIONS && defined(__SSE2__) && !defined(__AVX__)
+#include <emmintrin.h>
+#define FS_SSE2_TRANSPOSES 1
+static inline __attribute__((always_inline)) void
+FS_transpose4x4_sse(const float *src, ptrdiff_t src_stride, float *dst, ptrdiff_t dst_stride)
+{
+    __m128 r0 = _mm_loadu_ps(src), r1 = _mm_loadu_ps(src + src_stride);
+    __m128 r2 = _mm_loadu_ps(src + 2 * src_stride), r3 = _mm_loadu_ps(src + 3 * src_stride);
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+    _mm_storeu_ps(dst, r0);
+    _mm_storeu_ps(dst + dst_stride, r1);
+    _mm_storeu_ps(dst + 2 * dst_stride, r2);
+    _mm_storeu_ps(dst + 3 * dst_stride, r3);
+}
+#else
+#define FS_SSE2_TRANSPOSES 0
+#endif
+
 /* The transposes are unrolled by hand-given pragmas and always inlined: left as a loop,
    GCC copied the eight rows through the stack in 16-byte halves and read them back whole,
    a store-forwarding stall per row (half the time of a column strip). */
 static inline __attribute__((always_inline)) void
 FS_transpose8x8_f32(const float *src, ptrdiff_t src_stride, float *dst, ptrdiff_t dst_stride)
 {
-#if FS_HAVE_VECTOR_EXTENSIONS
+#if FS_SSE2_TRANSPOSES
+    _Pragma("GCC unroll 2") for (int i = 0; i < 8; i += 4)
+        _Pragma("GCC unroll 2") for (int j = 0; j < 8; j += 4)
+            FS_transpose4x4_sse(src + i * src_stride + j, src_stride, dst + j * dst_stride + i,
+                                dst_stride);
+#elif FS_HAVE_VECTOR_EXTENSIONS
     FS_v8f r[8], t[8], u[8], c;
     _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)
         memcpy(&r[i], src + i * src_stride, sizeof r[i]);
@@ -1344,7 +1370,15 @@ FS_transpose8x8_f32(const float *src, ptrdiff_t src_stride, float *dst, ptrdiff_
 static inline __attribute__((always_inline)) void
 FS_transpose4x4_f64(const double *src, ptrdiff_t src_stride, double *dst, ptrdiff_t dst_stride)
 {
-#if FS_HAVE_VECTOR_EXTENSIONS
+#if FS_SSE2_TRANSPOSES
+    _Pragma("GCC unroll 2") for (int i = 0; i < 4; i += 2)
+        _Pragma("GCC unroll 2") for (int j = 0; j < 4; j += 2) {
+            const __m128d a = _mm_loadu_pd(src + i * src_stride + j);
+            const __m128d b = _mm_loadu_pd(src + (i + 1) * src_stride + j);
+            _mm_storeu_pd(dst + j * dst_stride + i, _mm_unpacklo_pd(a, b));
+            _mm_storeu_pd(dst + (j + 1) * dst_stride + i, _mm_unpackhi_pd(a, b));
+        }
+#elif FS_HAVE_VECTOR_EXTENSIONS
     FS_v4d r[4], t[4], c;
     _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)
         memcpy(&r[i], src + i * src_stride, sizeof r[i]);
