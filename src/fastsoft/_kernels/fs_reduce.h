@@ -40,54 +40,68 @@ static inline FS_v4d FS_splat4d(double v) { FS_v4d r = {v, v, v, v}; return r; }
 
 /* Lane-wise a > b ? a : b and a < b ? a : b: a NaN `a` never wins, so the max and min skip
    NaN as the row loops want.  With AVX these are single vmaxps/vminps instructions (x86
-   max/min return the second operand when either is NaN); with SSE2 (every x86-64) the
-   same on each half (the compare-and-select below, on 32-byte vectors that SSE2 holds
-   as pairs, was lowered to scalar code: the baseline build's 1x1000 float32 softmax
-   spent 59% of its 4 us there); otherwise a compare and a select. */
+   max/min return the second operand when either is NaN); otherwise a compare and a
+   select.
+   FS_eq/lt/le/gt/ge*: lane-wise comparisons as masks (all ones where true; false for
+   NaN), C's operators on vectors.
+   Builds with SSE2 but not AVX (the baseline variant) do both on each 16-byte half with
+   SSE's maxps/minps/cmpps (and pd): GCC lowered a comparison of 32-byte vectors there to
+   a scalar compare and select per lane (the baseline's 1x1000 float32 softmax spent 59%
+   of its 4 us in the max and min, its log_softmax half its time in the ties test). */
+#if defined(__SSE2__) && !defined(__AVX__)
+#include <emmintrin.h>
+#define FS_SSE2_HALVES(NAME, V, R, H, OP)                                           \
+    static inline R NAME(V a, V b)                                                  \
+    {                                                                               \
+        H half[4];                                                                  \
+        R result;                                                                   \
+        memcpy(half, &a, sizeof a);                                                 \
+        memcpy(half + 2, &b, sizeof b);                                             \
+        half[0] = OP(half[0], half[2]);                                             \
+        half[1] = OP(half[1], half[3]);                                             \
+        memcpy(&result, half, sizeof result);                                       \
+        return result;                                                              \
+    }
+#define FS_LANE_OPS(SUFFIX, V, M, H, SSE)                                             \
+    FS_SSE2_HALVES(FS_vmax##SUFFIX, V, V, H, _mm_max_##SSE)                         \
+    FS_SSE2_HALVES(FS_vmin##SUFFIX, V, V, H, _mm_min_##SSE)                         \
+    FS_SSE2_HALVES(FS_eq##SUFFIX, V, M, H, _mm_cmpeq_##SSE)                         \
+    FS_SSE2_HALVES(FS_lt##SUFFIX, V, M, H, _mm_cmplt_##SSE)                         \
+    FS_SSE2_HALVES(FS_le##SUFFIX, V, M, H, _mm_cmple_##SSE)                         \
+    FS_SSE2_HALVES(FS_gt##SUFFIX, V, M, H, _mm_cmpgt_##SSE)                         \
+    FS_SSE2_HALVES(FS_ge##SUFFIX, V, M, H, _mm_cmpge_##SSE)
+FS_LANE_OPS(8f, FS_v8f, FS_v8i, __m128, ps)
+FS_LANE_OPS(4d, FS_v4d, FS_v4l, __m128d, pd)
+#else
 #if defined(__AVX__)
 #include <immintrin.h>
 static inline FS_v8f FS_vmax8f(FS_v8f a, FS_v8f b) { return (FS_v8f)_mm256_max_ps((__m256)a, (__m256)b); }
 static inline FS_v8f FS_vmin8f(FS_v8f a, FS_v8f b) { return (FS_v8f)_mm256_min_ps((__m256)a, (__m256)b); }
 static inline FS_v4d FS_vmax4d(FS_v4d a, FS_v4d b) { return (FS_v4d)_mm256_max_pd((__m256d)a, (__m256d)b); }
 static inline FS_v4d FS_vmin4d(FS_v4d a, FS_v4d b) { return (FS_v4d)_mm256_min_pd((__m256d)a, (__m256d)b); }
-#elif defined(__SSE2__)
-#include <emmintrin.h>
-#define FS_SSE2_HALVES(NAME, V, H, OP)                                              \
-    static inline V NAME(V a, V b)                                                  \
-    {                                                                               \
-        H half[4];                                                                  \
-        memcpy(half, &a, sizeof a);                                                 \
-        memcpy(half + 2, &b, sizeof b);                                             \
-        half[0] = OP(half[0], half[2]);                                             \
-        half[1] = OP(half[1], half[3]);                                             \
-        memcpy(&a, half, sizeof a);                                                 \
-        return a;                                                                   \
-    }
-FS_SSE2_HALVES(FS_vmax8f, FS_v8f, __m128, _mm_max_ps)
-FS_SSE2_HALVES(FS_vmin8f, FS_v8f, __m128, _mm_min_ps)
-FS_SSE2_HALVES(FS_vmax4d, FS_v4d, __m128d, _mm_max_pd)
-FS_SSE2_HALVES(FS_vmin4d, FS_v4d, __m128d, _mm_min_pd)
+#define FS_LANE_MAX_MIN(SUFFIX, V, M)
 #else
-static inline FS_v8f FS_vmax8f(FS_v8f a, FS_v8f b)
-{
-    FS_v8i take = a > b;
-    return (FS_v8f)(((FS_v8i)a & take) | ((FS_v8i)b & ~take));
-}
-static inline FS_v8f FS_vmin8f(FS_v8f a, FS_v8f b)
-{
-    FS_v8i take = a < b;
-    return (FS_v8f)(((FS_v8i)a & take) | ((FS_v8i)b & ~take));
-}
-static inline FS_v4d FS_vmax4d(FS_v4d a, FS_v4d b)
-{
-    FS_v4l take = a > b;
-    return (FS_v4d)(((FS_v4l)a & take) | ((FS_v4l)b & ~take));
-}
-static inline FS_v4d FS_vmin4d(FS_v4d a, FS_v4d b)
-{
-    FS_v4l take = a < b;
-    return (FS_v4d)(((FS_v4l)a & take) | ((FS_v4l)b & ~take));
-}
+#define FS_LANE_MAX_MIN(SUFFIX, V, M)                                                 \
+    static inline V FS_vmax##SUFFIX(V a, V b)                                       \
+    {                                                                               \
+        M take = a > b;                                                             \
+        return (V)(((M)a & take) | ((M)b & ~take));                                 \
+    }                                                                               \
+    static inline V FS_vmin##SUFFIX(V a, V b)                                       \
+    {                                                                               \
+        M take = a < b;                                                             \
+        return (V)(((M)a & take) | ((M)b & ~take));                                 \
+    }
+#endif
+#define FS_LANE_OPS(SUFFIX, V, M)                                                     \
+    FS_LANE_MAX_MIN(SUFFIX, V, M)                                                   \
+    static inline M FS_eq##SUFFIX(V a, V b) { return a == b; }                      \
+    static inline M FS_lt##SUFFIX(V a, V b) { return a < b; }                       \
+    static inline M FS_le##SUFFIX(V a, V b) { return a <= b; }                      \
+    static inline M FS_gt##SUFFIX(V a, V b) { return a > b; }                       \
+    static inline M FS_ge##SUFFIX(V a, V b) { return a >= b; }
+FS_LANE_OPS(8f, FS_v8f, FS_v8i)
+FS_LANE_OPS(4d, FS_v4d, FS_v4l)
 #endif
 #endif
 

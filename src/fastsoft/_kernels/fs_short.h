@@ -169,12 +169,13 @@ static inline FS_v4d FS_short_fold_kahan(const FS_v4d *s0, const FS_v4d *c0, con
         FS_v4d lane = k < 4 ? s0[k] : s1[k - 4];
         FS_v4d lost = k < 4 ? c0[k] : c1[k - 4];
         FS_v4d t = total + lane;
-        FS_v4l total_larger = (FS_v4d)((FS_v4l)total & magnitude) >= (FS_v4d)((FS_v4l)lane & magnitude);
+        FS_v4l total_larger = FS_ge4d((FS_v4d)((FS_v4l)total & magnitude),
+                                      (FS_v4d)((FS_v4l)lane & magnitude));
         compensation += FS_select4d(total_larger, (total - t) + lane, (lane - t) + total);
         total = t;
         compensation -= lost;
     }
-    return FS_select4d((total - total) == 0.0, total + compensation, total);
+    return FS_select4d(FS_eq4d(total - total, FS_splat4d(0.0)), total + compensation, total);
 }
 
 /* FS_exp_store_sum_f64_impl's Kahan lanes for 4 rows: s0/c0 take the first vector of
@@ -220,7 +221,7 @@ static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
    FS_short_off_max_*: off[j] = e[j] except 0 where c[j] equals the max (the logs' sums
      leave the max out, log1p adds it back); returns how many per lane (off may be e);
    FS_short_two_minus_sigmoid_*: f[j] = 2 - sigmoid(c[j]) as FS_two_minus_sigmoid_*. */
-#define FS_SHORT_STEPS(SUFFIX, V, M, T, SPLAT, VMAX, SELECT, EXP_LANES, ANY, FAR)            \
+#define FS_SHORT_STEPS(SUFFIX, VS, V, M, T, SPLAT, VMAX, SELECT, EXP_LANES, ANY, FAR)        \
     static inline V FS_short_max_##SUFFIX(const V *c, ptrdiff_t n)                          \
     {                                                                                       \
         V m = SPLAT(-INFINITY);                                                             \
@@ -235,7 +236,7 @@ static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
         for (ptrdiff_t j = 0; j < width; j++) {                                             \
             e[j] = c[j] - m;                                                                \
             if (j < n)                                                                      \
-                far |= e[j] < (T)(FAR);                                                     \
+                far |= FS_lt##VS(e[j], SPLAT((T)(FAR)));                                    \
         }                                                                                   \
         const int general = ANY(far);                                                       \
         for (ptrdiff_t j = 0; j < n; j += 4) {                                              \
@@ -258,7 +259,7 @@ static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
     {                                                                                       \
         M ties = {0};                                                                       \
         for (ptrdiff_t j = 0; j < n; j++) {                                                 \
-            M at_max = c[j] == m;                                                           \
+            M at_max = FS_eq##VS(c[j], m);                                                  \
             ties -= at_max;                                                                 \
             off[j] = (V)((M)e[j] & ~at_max);                                                \
         }                                                                                   \
@@ -271,16 +272,16 @@ static inline FS_v4d FS_short_sum_f64(const FS_v4d *e, ptrdiff_t n)
             M positive[4];                                                                  \
             V t[4];                                                                         \
             FS_EACH(k, 4) {                                                                 \
-                positive[k] = c[j + k] >= zero;                                             \
+                positive[k] = FS_ge##VS(c[j + k], zero);                                    \
                 t[k] = SELECT(positive[k], -c[j + k], c[j + k]);                            \
             }                                                                               \
             EXP_LANES(t, 4, 0);                                                             \
             FS_EACH(k, 4) f[j + k] = two - SELECT(positive[k], one, t[k]) / (one + t[k]);   \
         }                                                                                   \
     }
-FS_SHORT_STEPS(f32, FS_v8f, FS_v8i, float, FS_splat8f, FS_vmax8f, FS_select8f, FS_expf_lanes,
+FS_SHORT_STEPS(f32, 8f, FS_v8f, FS_v8i, float, FS_splat8f, FS_vmax8f, FS_select8f, FS_expf_lanes,
                FS_any8, -87.0f)
-FS_SHORT_STEPS(f64, FS_v4d, FS_v4l, double, FS_splat4d, FS_vmax4d, FS_select4d, FS_exp_lanes,
+FS_SHORT_STEPS(f64, 4d, FS_v4d, FS_v4l, double, FS_splat4d, FS_vmax4d, FS_select4d, FS_exp_lanes,
                FS_any4, -708.0)
 
 /* sigsoftmax: c becomes the gaps of FS_sigsoftmax_gap_f32f (the row max's own gap is 0),

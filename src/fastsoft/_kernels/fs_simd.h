@@ -361,7 +361,7 @@ static inline FS_v4d FS_exp_v4_normal(FS_v4d x)
 
 static inline FS_v4d FS_exp_v4_any(FS_v4d x)
 {
-    FS_v4l normal = (x >= -708.0) & (x <= 709.0);
+    FS_v4l normal = FS_ge4d(x, FS_splat4d(-708.0)) & FS_le4d(x, FS_splat4d(709.0));
     if (__builtin_expect(FS_all4(normal), 1))
         return FS_exp_v4_normal(x);
     return FS_exp_v4(x);
@@ -377,7 +377,7 @@ static inline __attribute__((always_inline)) void FS_log1p_unit_lanes(FS_v4d *t,
     FS_EACH(i, count) u[i] = one + t[i];
     FS_EACH(i, count) rounding[i] = (t[i] - (u[i] - one)) / u[i];
     FS_EACH(i, count) {
-        FS_v4l upper = u[i] > 1.4142135623730951;
+        FS_v4l upper = FS_gt4d(u[i], FS_splat4d(1.4142135623730951));
         f[i] = FS_select4d(upper, 0.5 * u[i], u[i]) - one;
         k[i] = FS_select4d(upper, one, FS_splat4d(0.0));
     }
@@ -416,7 +416,7 @@ static inline FS_v4d FS_log1p_v4(FS_v4d t)
     FS_v4l bits = (FS_v4l)u;
     FS_v4l exponent = ((bits >> 52) & 0x7ff) - 1023;
     FS_v4d m = (FS_v4d)((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);
-    FS_v4l upper = m > 1.4142135623730951;
+    FS_v4l upper = FS_gt4d(m, FS_splat4d(1.4142135623730951));
     m = FS_select4d(upper, 0.5 * m, m);
     exponent = exponent + (upper & 1);
     FS_v4d k = __builtin_convertvector(exponent, FS_v4d);
@@ -439,7 +439,7 @@ static inline FS_v4d FS_log1p_v4(FS_v4d t)
     FS_v4d result = k * 6.93147180369123816490e-01
                     + (log_m + (k * 1.90821492927058770002e-10 + rounding));
     /* u = inf (t huge or inf) and NaN: the bit manipulation above means nothing there */
-    FS_v4l special = ~(u < INFINITY);
+    FS_v4l special = ~FS_lt4d(u, FS_splat4d(INFINITY));
     return FS_select4d(special, u, result);
 }
 
@@ -509,7 +509,7 @@ FS_exp_store_sum_block_f32(const float *x, float *y, FS_v8f s, const int count, 
         FS_EACH(k, count) memcpy(y + 8 * k, &e[k], sizeof e[k]);
     if (ties)
         FS_EACH(k, count) {
-            FS_v8i at_max = in[k] == s;
+            FS_v8i at_max = FS_eq8f(in[k], s);
             *ties -= at_max;
             e[k] = (FS_v8f)((FS_v8i)e[k] & ~at_max);
         }
@@ -557,7 +557,7 @@ FS_exp_store_sum_f32_impl(const float *x, float *y, ptrdiff_t n, float shift, co
         if (y)
             FS_store8f_tail(y + j, e, k);
         if (ties) {
-            at_a = (a == s) & real_lane;
+            at_a = FS_eq8f(a, s) & real_lane;
             count -= at_a;
             e = (FS_v8f)((FS_v8i)e & ~at_a);
         }
@@ -675,7 +675,7 @@ FS_exp_store_sum_block_f64(const double *x, double *y, FS_v4d s, const int count
         FS_EACH(k, count) memcpy(y + 4 * k, &e[k], sizeof e[k]);
     if (ties)
         FS_EACH(k, count) {
-            FS_v4l at_max = in[k] == s;
+            FS_v4l at_max = FS_eq4d(in[k], s);
             *ties -= at_max;
             e[k] = (FS_v4d)((FS_v4l)e[k] & ~at_max);
         }
@@ -713,7 +713,7 @@ FS_exp_store_sum_f64_impl(const double *x, double *y, ptrdiff_t n, double shift,
         if (y)
             FS_store4d_tail(y + j, e, k);
         if (ties) {
-            at_a = (a == s) & real_lane;
+            at_a = FS_eq4d(a, s) & real_lane;
             count -= at_a;
             e = (FS_v4d)((FS_v4l)e & ~at_a);
         }
@@ -862,7 +862,7 @@ FS_sigsoftmax_gap_lanes(FS_v4d *z, const int count, FS_v4d m, FS_v4d m_neg, FS_v
     FS_v4l normal = zero == zero;
     FS_EACH(i, count) {
         t[i] = FS_neg_abs4d(z[i]);
-        normal &= t[i] >= -708.0;
+        normal &= FS_ge4d(t[i], FS_splat4d(-708.0));
     }
     if (__builtin_expect(FS_all4(normal), 1))
         FS_exp_lanes(t, count, 1);
@@ -914,7 +914,7 @@ FS_sigsoftmax_terms_lanes(FS_v4d *z, const int count, FS_v4d m, FS_v4d m_neg, FS
     FS_EACH(i, count) {
         t[i] = FS_neg_abs4d(z[i]);
         a[i] = (z[i] - m) + (FS_min_zero4d(z[i]) - m_neg);
-        normal &= (t[i] >= -708.0) & (a[i] >= -708.0);
+        normal &= FS_ge4d(t[i], FS_splat4d(-708.0)) & FS_ge4d(a[i], FS_splat4d(-708.0));
     }
     if (__builtin_expect(FS_all4(normal), 1)) {
         FS_exp_lanes(t, count, 1);
@@ -1415,7 +1415,7 @@ static inline void FS_two_minus_sigmoid_f32(const float *z, float *c, ptrdiff_t 
             memcpy(&a, z + j, sizeof a);
         else
             a = FS_load8f_tail(z + j, k, 0.0f);
-        FS_v8i positive = a >= zero;
+        FS_v8i positive = FS_ge8f(a, zero);
         FS_v8f t = FS_expf_v8(FS_select8f(positive, -a, a));
         FS_v8f f = two - FS_select8f(positive, one, t) / (one + t);
         if (k == 8)
@@ -1435,7 +1435,7 @@ static inline void FS_two_minus_sigmoid_f32(const float *z, float *c, ptrdiff_t 
 static inline __attribute__((always_inline)) void FS_exp_nonpositive_lanes(FS_v4d *e, const int count)
 {
     FS_v4l far = {0, 0, 0, 0};
-    FS_EACH(h, count) far |= e[h] < -708.0;
+    FS_EACH(h, count) far |= FS_lt4d(e[h], FS_splat4d(-708.0));
     if (FS_any4(far))
         FS_exp_lanes(e, count, 0);
     else
@@ -1449,7 +1449,7 @@ static inline __attribute__((always_inline)) void FS_two_minus_sigmoid_lanes(FS_
     FS_v4l positive[4];
     FS_v4d t[4];
     FS_EACH(h, count) {
-        positive[h] = z[h] >= zero;
+        positive[h] = FS_ge4d(z[h], zero);
         t[h] = FS_select4d(positive[h], -z[h], z[h]);
     }
     FS_exp_nonpositive_lanes(t, count);
@@ -1664,8 +1664,9 @@ FS_vjp_block_f32(const float *g, const float *y, const float *z, float *out, ptr
     if (log_kind) {
         /* exp(y) in float, as the forward computes it: within about an ulp of exp(y),
            the size of the rounding the float y itself carries into it */
-        const FS_v8i outside = ~((yv[0] >= -87.0f) & (yv[0] <= 88.0f))
-                               | ~((yv[1] >= -87.0f) & (yv[1] <= 88.0f));
+        const FS_v8f low = FS_splat8f(-87.0f), high = FS_splat8f(88.0f);
+        const FS_v8i outside = ~(FS_ge8f(yv[0], low) & FS_le8f(yv[0], high))
+                               | ~(FS_ge8f(yv[1], low) & FS_le8f(yv[1], high));
         if (FS_any8(outside))
             FS_expf_lanes(yv, 2, 0);
         else
