@@ -34,6 +34,15 @@ typedef long long FS_v4l __attribute__((vector_size(32)));
 #define FS_HAVE_VECTOR_EXTENSIONS 0
 #endif
 
+/* Builds with SSE2 but not AVX (the baseline variant) hold a 32-byte vector in two SSE
+   registers; where GCC's lowering of a generic operation went lane by lane there, the
+   kernels spell the operation out on the two 16-byte halves. */
+#if FS_HAVE_VECTOR_EXTENSIONS && defined(__SSE2__) && !defined(__AVX__)
+#define FS_SSE2_HALF_LANES 1
+#else
+#define FS_SSE2_HALF_LANES 0
+#endif
+
 #if FS_HAVE_VECTOR_EXTENSIONS
 static inline FS_v8f FS_splat8f(float v) { FS_v8f r = {v, v, v, v, v, v, v, v}; return r; }
 static inline FS_v4d FS_splat4d(double v) { FS_v4d r = {v, v, v, v}; return r; }
@@ -48,7 +57,7 @@ static inline FS_v4d FS_splat4d(double v) { FS_v4d r = {v, v, v, v}; return r; }
    SSE's maxps/minps/cmpps (and pd): GCC lowered a comparison of 32-byte vectors there to
    a scalar compare and select per lane (the baseline's 1x1000 float32 softmax spent 59%
    of its 4 us in the max and min, its log_softmax half its time in the ties test). */
-#if defined(__SSE2__) && !defined(__AVX__)
+#if FS_SSE2_HALF_LANES
 #include <emmintrin.h>
 #define FS_SSE2_HALVES(NAME, V, R, H, OP)                                           \
     static inline R NAME(V a, V b)                                                  \

@@ -115,6 +115,19 @@ static inline void FS_widen8f(FS_v8f v, FS_v4d *low, FS_v4d *high)
     *high = (FS_v4d)_mm256_cvtps_pd(_mm256_extractf128_ps(m, 1));
 }
 
+#elif FS_SSE2_HALF_LANES
+static inline void FS_widen8f(FS_v8f v, FS_v4d *low, FS_v4d *high)
+{
+    __m128 q[2];
+    __m128d d[4];
+    memcpy(q, &v, sizeof v);
+    d[0] = _mm_cvtps_pd(q[0]);
+    d[1] = _mm_cvtps_pd(_mm_movehl_ps(q[0], q[0]));
+    d[2] = _mm_cvtps_pd(q[1]);
+    d[3] = _mm_cvtps_pd(_mm_movehl_ps(q[1], q[1]));
+    memcpy(low, d, sizeof *low);
+    memcpy(high, d + 2, sizeof *high);
+}
 #else
 static inline void FS_widen8f(FS_v8f v, FS_v4d *low, FS_v4d *high)
 {
@@ -123,7 +136,30 @@ static inline void FS_widen8f(FS_v8f v, FS_v4d *low, FS_v4d *high)
     *low = __builtin_convertvector(a, FS_v4d);
     *high = __builtin_convertvector(b, FS_v4d);
 }
+#endif
 
+/* the inverse: the double halves of 8 floats -> 8 floats (each rounded once, to nearest).
+   The SSE2 build narrows each 16-byte half itself: GCC's lowering stored the lanes one
+   by one and read them back whole (the baseline float backward's slowest step). */
+#if FS_SSE2_HALF_LANES
+static inline FS_v8f FS_narrow8f(FS_v4d low, FS_v4d high)
+{
+    __m128d d[4];
+    __m128 q[2];
+    FS_v8f v;
+    memcpy(d, &low, sizeof low);
+    memcpy(d + 2, &high, sizeof high);
+    q[0] = _mm_movelh_ps(_mm_cvtpd_ps(d[0]), _mm_cvtpd_ps(d[1]));
+    q[1] = _mm_movelh_ps(_mm_cvtpd_ps(d[2]), _mm_cvtpd_ps(d[3]));
+    memcpy(&v, q, sizeof v);
+    return v;
+}
+#else
+static inline FS_v8f FS_narrow8f(FS_v4d low, FS_v4d high)
+{
+    FS_v4f a = __builtin_convertvector(low, FS_v4f), b = __builtin_convertvector(high, FS_v4f);
+    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7);
+}
 #endif
 
 /* Loads and stores of a row's last k < 8 (k < 4) values: AVX2 masked moves, which never
@@ -1188,13 +1224,6 @@ FS_sigsoftmax_gap_f32f_impl(const float *z, float *gap, ptrdiff_t n, float z_max
 #endif
 
 #if FS_HAVE_VECTOR_EXTENSIONS
-/* the double halves of 8 floats -> 8 floats (each rounded once) */
-static inline FS_v8f FS_narrow8f(FS_v4d low, FS_v4d high)
-{
-    FS_v4f a = __builtin_convertvector(low, FS_v4f), b = __builtin_convertvector(high, FS_v4f);
-    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7);
-}
-
 /* count (1-4) vectors of FS_sigsoftmax_terms_f32: z[k] becomes the term, its two double
    halves are added to *acc0 / *acc1 (lanes past the row masked out by `keep`) */
 static inline __attribute__((always_inline)) void
@@ -1311,9 +1340,7 @@ static inline void FS_sigsoftmax_gap_f32f(const float *z, float *gap, ptrdiff_t 
 /* Builds with SSE2 but not AVX (the baseline variant) transpose 4x4 (2x2) blocks with
    SSE's unpacks: GCC lowered the 32-byte shuffles below to one scalar move per value
    there (1522 `movss` in the short-row kernel). */
-#if FS_HAVE_VECTOR_EXTENSIONS && defined(__SSE2__) && !defined(__AVX__)
-#include <emmintrin.h>
-#define FS_SSE2_TRANSPOSES 1
+#if FS_SSE2_HALF_LANES
 static inline __attribute__((always_inline)) void
 FS_transpose4x4_sse(const float *src, ptrdiff_t src_stride, float *dst, ptrdiff_t dst_stride)
 {
@@ -1325,8 +1352,6 @@ FS_transpose4x4_sse(const float *src, ptrdiff_t src_stride, float *dst, ptrdiff_
     _mm_storeu_ps(dst + 2 * dst_stride, r2);
     _mm_storeu_ps(dst + 3 * dst_stride, r3);
 }
-#else
-#define FS_SSE2_TRANSPOSES 0
 #endif
 
 /* The transposes are unrolled by hand-given pragmas and always inlined: left as a loop,
@@ -1335,7 +1360,7 @@ FS_transpose4x4_sse(const float *src, ptrdiff_t src_stride, float *dst, ptrdiff_
 static inline __attribute__((always_inline)) void
 FS_transpose8x8_f32(const float *src, ptrdiff_t src_stride, float *dst, ptrdiff_t dst_stride)
 {
-#if FS_SSE2_TRANSPOSES
+#if FS_SSE2_HALF_LANES
     _Pragma("GCC unroll 2") for (int i = 0; i < 8; i += 4)
         _Pragma("GCC unroll 2") for (int j = 0; j < 8; j += 4)
             FS_transpose4x4_sse(src + i * src_stride + j, src_stride, dst + j * dst_stride + i,
@@ -1370,7 +1395,7 @@ FS_transpose8x8_f32(const float *src, ptrdiff_t src_stride, float *dst, ptrdiff_
 static inline __attribute__((always_inline)) void
 FS_transpose4x4_f64(const double *src, ptrdiff_t src_stride, double *dst, ptrdiff_t dst_stride)
 {
-#if FS_SSE2_TRANSPOSES
+#if FS_SSE2_HALF_LANES
     _Pragma("GCC unroll 2") for (int i = 0; i < 4; i += 2)
         _Pragma("GCC unroll 2") for (int j = 0; j < 4; j += 2) {
             const __m128d a = _mm_loadu_pd(src + i * src_stride + j);
