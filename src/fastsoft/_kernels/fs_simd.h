@@ -1129,12 +1129,21 @@ static inline void FS_log1p_array(const double *t, double *out, ptrdiff_t n)
 #endif
 }
 
-/* log(1 + t) for one t >= 0 through the vector code, so that it equals FS_log1p_array's */
+/* log(1 + t) for one t >= 0 through the vector code, so that it equals FS_log1p_array's:
+   t in every lane (the lanes are independent), without the array's masked load and
+   store, which cost a row's log normaliser its latency.  The whole vector is kept
+   (FS_OPAQUE): given only lane 0, GCC computed it with scalar instructions, whose
+   multiply-adds fused differently (a short row's loss then differed from the lanes'
+   by an ulp). */
 static inline double FS_log1p_one(double t)
 {
-    double r;
-    FS_log1p_array(&t, &r, 1);
-    return r;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    FS_v4d r = FS_log1p_v4(FS_splat4d(t));
+    FS_OPAQUE(r);
+    return r[0];
+#else
+    return log1p(t);
+#endif
 }
 
 /* ---------------------------------------------------------------------------------------
