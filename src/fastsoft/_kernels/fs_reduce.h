@@ -118,8 +118,8 @@ FS_LANE_OPS(4d, FS_v4d, FS_v4l)
    +inf when there is none (NaN never compares greater or less).  The row loops use the
    spread max - min to pick the exponential's short path.  Four accumulators each: vmaxps
    and vminps take 4 cycles on recent Intel cores (1 on Zen 3), so with two a 1000-value
-   row waited on the chains (measured on a Xeon: a 1x1000 float64 softmax call 10%
-   faster with four).  The lanes fold pairwise.  The order can only decide which zero
+   row waited on the chains (measured on a Xeon: 1x1000 softmax calls 7-10% faster
+   with four).  The lanes fold pairwise.  The order can only decide which zero
    a row whose maximum is 0 reports, -0 or +0; x - max and exp(x - max) are then the same
    for every x but +-0 (ties of the maximum), so no result changes. */
 #if FS_HAVE_VECTOR_EXTENSIONS
