@@ -13,6 +13,9 @@
  *    end.
  * 3. Compilers without vector extensions get the scalar loops at the bottom, which
  *    compute the same lane sums in the same order.
+ * 4. The lane-wise max, min and comparisons (FS_vmax*, FS_eq* ...) are defined here for
+ *    every kernel; in the SSE2-only build they are SSE instructions on each half of a
+ *    32-byte vector (FS_SSE2_HALF_LANES), where GCC's own lowering went lane by lane.
  */
 #ifndef FS_REDUCE_H
 #define FS_REDUCE_H
