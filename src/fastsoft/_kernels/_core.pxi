@@ -694,12 +694,17 @@ def small_call_entry(str name, routed):
 
 
 cdef inline object _entry(int op, object x, object axis, object out, object where,
-                          object num_threads):
+                          object num_threads, object keepdims=False):
+    """The call of public function `op`: the small path when it takes it, else the
+    routed function (with `keepdims` for logsumexp, the one function that has it)."""
     cdef object result
-    if out is None and where is None:
+    if out is None and where is None and keepdims is False:
         result = _small_forward(x, op, axis, num_threads)
         if result is not None:
             return result
+    if op == 2:
+        return _routed[2](x, axis, keepdims=keepdims, out=out, where=where,
+                          num_threads=num_threads)
     return _routed[op](x, axis, out=out, where=where, num_threads=num_threads)
 
 
@@ -720,13 +725,7 @@ def log_sigsoftmax(x, axis=-1, *, out=None, where=None, num_threads=None):
 
 
 def logsumexp(x, axis=-1, *, keepdims=False, out=None, where=None, num_threads=None):
-    cdef object result
-    if keepdims is False and out is None and where is None:
-        result = _small_forward(x, 2, axis, num_threads)
-        if result is not None:
-            return result
-    return _routed[2](x, axis, keepdims=keepdims, out=out, where=where,
-                      num_threads=num_threads)
+    return _entry(2, x, axis, out, where, num_threads, keepdims)
 
 
 cdef void _small_kernel(int typenum, int op, void* data, void* result, double* scratch,

@@ -328,30 +328,14 @@ static inline FS_v8f FS_expf_v8(FS_v8f x)
     return x;
 }
 
-/* Whether every lane of a comparison mask is set.  Without SSE2 it answers "no", which
-   only sends every vector down the general (still correct) path. */
-#if defined(__AVX__)
-#include <immintrin.h>
-static inline int FS_all4(FS_v4l m) { return _mm256_movemask_pd((__m256d)m) == 0xF; }
-#elif defined(__SSE2__)
-#include <emmintrin.h>
-static inline int FS_all4(FS_v4l m)
-{
-    __m128i a, b;
-    memcpy(&a, &m, sizeof a);
-    memcpy(&b, (const char *)&m + sizeof a, sizeof b);
-    return _mm_movemask_epi8(_mm_and_si128(a, b)) == 0xFFFF;
-}
-#else
-static inline int FS_all4(FS_v4l m) { (void)m; return 0; }
-#endif
-
 /* Whether any lane of a comparison mask is set: one vptest with AVX, one movemask with
    SSE2 (the generic fold of the four 64-bit quarters took six instructions, four of
    them moving quarters to general registers, in the float log kinds' backward blocks) */
 #if defined(__AVX__)
+#include <immintrin.h>
 static inline int FS_any4(FS_v4l m) { return !_mm256_testz_si256((__m256i)m, (__m256i)m); }
 #elif defined(__SSE2__)
+#include <emmintrin.h>
 static inline int FS_any4(FS_v4l m)
 {
     __m128i a, b;
@@ -363,6 +347,9 @@ static inline int FS_any4(FS_v4l m)
 static inline int FS_any4(FS_v4l m) { return ((m[0] | m[1]) | (m[2] | m[3])) != 0; }
 #endif
 static inline int FS_any8(FS_v8i m) { return FS_any4((FS_v4l)m); }
+
+/* Whether every lane of a comparison mask is set: no lane of its complement is */
+static inline int FS_all4(FS_v4l m) { return !FS_any4(~m); }
 
 /* x[k] = FS_exp(x[k]) for k < count; normal: every lane in [-708, 709] or NaN (as
    FS_expf_lanes) */
