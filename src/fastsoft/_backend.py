@@ -96,9 +96,9 @@ def dispatch(func=None, *, small_call=None):
     """Let `func` run on the backend its array arguments live on (see the module doc).
 
     small_call: optional, the kernels' ``small_call_entry``: the public function is then
-    the compiled function of the same name it returns, which answers a call on a small,
-    plain NumPy array along its last axis (without ``out`` or ``where``) right there and
-    passes any other call (including every CuPy or Dask array, which are not exact
+    the compiled function of the same name it returns, which answers a call on small,
+    plain NumPy arrays along their last axis (without ``where``; the kernels' _core.pxi
+    lists the other conditions) right there and passes any other call (including every CuPy or Dask array, which are not exact
     ndarrays) to the routed function below.  Tiny calls then skip the routing,
     validation and layout work, which would otherwise cost several times the arithmetic.
     It takes the wrapped function's name, docstring and ``__wrapped__`` (so that

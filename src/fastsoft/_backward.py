@@ -82,7 +82,7 @@ def _vjp(name, kind, arrays, axis, out, where, num_threads):
     return target
 
 
-@dispatch
+@dispatch(small_call=_kernels.core.small_call_entry)
 @_document
 def softmax_backward(grad_output, output, axis=-1, *, out=None, where=None, num_threads=None):
     r"""Backward pass of `softmax`: the vector-Jacobian product.
@@ -127,7 +127,7 @@ def softmax_backward(grad_output, output, axis=-1, *, out=None, where=None, num_
                 num_threads)
 
 
-@dispatch
+@dispatch(small_call=_kernels.core.small_call_entry)
 @_document
 def log_softmax_backward(grad_output, output, axis=-1, *, out=None, where=None, num_threads=None):
     r"""Backward pass of `log_softmax`: the vector-Jacobian product.
@@ -171,7 +171,7 @@ def log_softmax_backward(grad_output, output, axis=-1, *, out=None, where=None, 
                 num_threads)
 
 
-@dispatch
+@dispatch(small_call=_kernels.core.small_call_entry)
 @_document
 def sigsoftmax_backward(grad_output, output, x, axis=-1, *, out=None, where=None,
                         num_threads=None):
@@ -220,7 +220,7 @@ def sigsoftmax_backward(grad_output, output, x, axis=-1, *, out=None, where=None
                 where, num_threads)
 
 
-@dispatch
+@dispatch(small_call=_kernels.core.small_call_entry)
 @_document
 def log_sigsoftmax_backward(grad_output, output, x, axis=-1, *, out=None, where=None,
                             num_threads=None):
@@ -267,7 +267,7 @@ def log_sigsoftmax_backward(grad_output, output, x, axis=-1, *, out=None, where=
                 out, where, num_threads)
 
 
-@dispatch
+@dispatch(small_call=_kernels.core.small_call_entry)
 @_document
 def logsumexp_backward(grad_output, x, result, axis=-1, *, out=None, where=None,
                        num_threads=None):

@@ -78,7 +78,7 @@ def _grad_scales(grad_output, reduction, loss_shape, denominator, name):
     return None, (g / denominator if denominator != 0 else 0.0)
 
 
-@dispatch
+@dispatch(small_call=_kernels.core.small_call_entry)
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
                   reduction="mean", label_smoothing=0.0, activation="softmax",
                   return_grad=False, grad_output=None, grad_out=None, num_threads=None):
@@ -243,8 +243,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     if reduction == "none":
         loss = losses.reshape(batch_shape).astype(result_dtype)
     else:
-        # one row: its loss as it is (what the sum of one term gives), without a reduction
-        total = losses[0] if n_rows == 1 else losses.sum()
+        # Kahan lanes; one row's loss as it is
+        total = _kernels.core.loss_total(losses)
         if reduction == "mean":
             total = total / denominator if denominator != 0 else np.nan
         loss = result_dtype.type(total)

@@ -127,8 +127,16 @@ cdef void _vjp_rows(const real* g, Py_ssize_t g_step, const real* y, Py_ssize_t 
     cdef Py_ssize_t chunk = _rows_per_chunk(n_cols * <Py_ssize_t>sizeof(real))
     cdef bint prefetch = n_cols * <Py_ssize_t>sizeof(real) <= VJP_PREFETCH_ROW_MAX_BYTES
     cdef const real* next_g
-    for i in prange(n_rows, schedule="dynamic", chunksize=chunk, num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
+    if n_threads == 1:
+        # no OpenMP region at all (as _softmax_rows): a small call should not pay for one
+        for i in range(n_rows):
+            next_g = _row_ahead(g, g_step, i, n_rows, n_cols) if prefetch else NULL
+            _row_vjp(g + i * g_step, y + i * y_step, z + i * z_step if z != NULL else NULL,
+                     out + i * out_step, mask + i * n_cols if mask != NULL else NULL, n_cols,
+                     kind, next_g, y + (i + 1) * y_step if next_g != NULL else NULL,
+                     z + (i + 1) * z_step if next_g != NULL and z != NULL else NULL)
+        return
+    for i in prange(n_rows, schedule="dynamic", chunksize=chunk, num_threads=n_threads):
         next_g = _row_ahead(g, g_step, i, n_rows, n_cols) if prefetch else NULL
         _row_vjp(g + i * g_step, y + i * y_step, z + i * z_step if z != NULL else NULL,
                  out + i * out_step, mask + i * n_cols if mask != NULL else NULL, n_cols, kind,
@@ -142,8 +150,13 @@ cdef void _logsumexp_vjp_rows(const real* g, Py_ssize_t g_step, const real* x, P
                               int n_threads) noexcept nogil:
     cdef Py_ssize_t i
     cdef Py_ssize_t chunk = _rows_per_chunk(n_cols * <Py_ssize_t>sizeof(real))
-    for i in prange(n_rows, schedule="dynamic", chunksize=chunk, num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
+    if n_threads == 1:
+        for i in range(n_rows):
+            _row_logsumexp_vjp(g[i * g_step], x + i * x_step, lse[i * lse_step],
+                               out + i * out_step, mask + i * n_cols if mask != NULL else NULL,
+                               n_cols)
+        return
+    for i in prange(n_rows, schedule="dynamic", chunksize=chunk, num_threads=n_threads):
         _row_logsumexp_vjp(g[i * g_step], x + i * x_step, lse[i * lse_step], out + i * out_step,
                            mask + i * n_cols if mask != NULL else NULL, n_cols)
 
@@ -235,3 +248,165 @@ def logsumexp_vjp_rows(cnp.ndarray g not None, cnp.ndarray x not None, cnp.ndarr
                                         <double*>cnp.PyArray_DATA(out), out_step,
                                         mask_data, n_rows, n_cols, n_threads)
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# The public backward functions' compiled entries (see _core.pxi's small_call_entry): a
+# small call on plain arrays along the last axis runs here on the calling thread, any
+# other goes to the routed Python function, which validates it.
+
+cdef void _small_vjp_kernel(int typenum, int kind, const void* g, const void* y,
+                            const void* z, void* out, Py_ssize_t n_rows,
+                            Py_ssize_t n_cols) noexcept nogil:
+    """_small_vjp's arithmetic, on the calling thread."""
+    if typenum == cnp.NPY_FLOAT32:
+        _vjp_rows[float](<const float*>g, n_cols, <const float*>y, n_cols, <const float*>z,
+                         n_cols, <float*>out, n_cols, NULL, n_rows, n_cols, kind, 1)
+    else:
+        _vjp_rows[double](<const double*>g, n_cols, <const double*>y, n_cols,
+                          <const double*>z, n_cols, <double*>out, n_cols, NULL, n_rows,
+                          n_cols, kind, 1)
+
+
+cdef void _small_logsumexp_vjp_kernel(int typenum, const void* g, const void* x,
+                                      const void* lse, void* out, Py_ssize_t n_rows,
+                                      Py_ssize_t n_cols) noexcept nogil:
+    """_small_logsumexp_vjp's arithmetic, on the calling thread."""
+    if typenum == cnp.NPY_FLOAT32:
+        _logsumexp_vjp_rows[float](<const float*>g, 1, <const float*>x, n_cols,
+                                   <const float*>lse, 1, <float*>out, n_cols, NULL, n_rows,
+                                   n_cols, 1)
+    else:
+        _logsumexp_vjp_rows[double](<const double*>g, 1, <const double*>x, n_cols,
+                                    <const double*>lse, 1, <double*>out, n_cols, NULL,
+                                    n_rows, n_cols, 1)
+
+
+cdef object _small_vjp(int kind, object g, object y, object z, object axis, object out,
+                       object num_threads):
+    """The whole call of a row VJP (`kind`) on small plain arrays, or None.
+
+    g (grad_output) must suit a small call (_small_input); y (output) and z (the logits,
+    sigsoftmax's kinds only) must be plain with g's dtype and shape, and `out`, if given,
+    plain and writeable, each input's own memory or apart from it: the full path's rules
+    for writing directly into `out`, with no conversion to make.
+    """
+    cdef cnp.ndarray a = _small_input(g, axis, num_threads)
+    if a is None:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    cdef int ndim = cnp.PyArray_NDIM(a)
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
+    if not _plain(y, typenum, ndim, dims) or (z is not None and not _plain(z, typenum, ndim, dims)):
+        return None
+    if out is None:
+        out = cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
+    elif not (_plain_out(out, typenum, ndim, dims) and _same_or_apart(<cnp.ndarray>out, a)
+              and _same_or_apart(<cnp.ndarray>out, <cnp.ndarray>y)
+              and (z is None or _same_or_apart(<cnp.ndarray>out, <cnp.ndarray>z))):
+        return None
+    cdef Py_ssize_t n_cols = dims[ndim - 1]
+    cdef Py_ssize_t n_rows = cnp.PyArray_SIZE(a) // n_cols
+    cdef void* gd = cnp.PyArray_DATA(a)
+    cdef void* yd = cnp.PyArray_DATA(<cnp.ndarray>y)
+    cdef void* zd = NULL if z is None else cnp.PyArray_DATA(<cnp.ndarray>z)
+    cdef void* od = cnp.PyArray_DATA(<cnp.ndarray>out)
+    if n_rows * n_cols >= SMALL_CALL_NOGIL:
+        with nogil:
+            _small_vjp_kernel(typenum, kind, gd, yd, zd, od, n_rows, n_cols)
+    else:
+        _small_vjp_kernel(typenum, kind, gd, yd, zd, od, n_rows, n_cols)
+    return out
+
+
+cdef inline bint _reduced_shape(object a, int typenum, cnp.ndarray x):
+    """Whether `a` is plain with x's dtype and the shape of x's logsumexp along its last
+    axis, without or with keepdims."""
+    cdef int ndim = cnp.PyArray_NDIM(x)
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(x)
+    cdef cnp.npy_intp kept[32]
+    if _plain(a, typenum, ndim - 1, dims):
+        return True
+    if ndim > 32:
+        return False
+    memcpy(kept, dims, (ndim - 1) * sizeof(cnp.npy_intp))
+    kept[ndim - 1] = 1
+    return _plain(a, typenum, ndim, kept)
+
+
+cdef object _small_logsumexp_vjp(object g, object x, object lse, object axis, object out,
+                                 object num_threads):
+    """logsumexp_backward's whole call on small plain arrays, or None (as _small_vjp; g
+    and lse of the result's shape, not broadcast)."""
+    cdef cnp.ndarray a = _small_input(x, axis, num_threads)
+    if a is None:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    cdef int ndim = cnp.PyArray_NDIM(a)
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
+    if not (_reduced_shape(g, typenum, a) and _reduced_shape(lse, typenum, a)
+            and cnp.PyArray_NDIM(<cnp.ndarray>g) == cnp.PyArray_NDIM(<cnp.ndarray>lse)):
+        return None
+    if out is None:
+        out = cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
+    elif not (_plain_out(out, typenum, ndim, dims) and _same_or_apart(<cnp.ndarray>out, a)
+              and _same_or_apart(<cnp.ndarray>out, <cnp.ndarray>g)
+              and _same_or_apart(<cnp.ndarray>out, <cnp.ndarray>lse)):
+        return None
+    cdef Py_ssize_t n_cols = dims[ndim - 1]
+    cdef Py_ssize_t n_rows = cnp.PyArray_SIZE(a) // n_cols
+    cdef void* gd = cnp.PyArray_DATA(<cnp.ndarray>g)
+    cdef void* xd = cnp.PyArray_DATA(a)
+    cdef void* ld = cnp.PyArray_DATA(<cnp.ndarray>lse)
+    cdef void* od = cnp.PyArray_DATA(<cnp.ndarray>out)
+    if n_rows * n_cols >= SMALL_CALL_NOGIL:
+        with nogil:
+            _small_logsumexp_vjp_kernel(typenum, gd, xd, ld, od, n_rows, n_cols)
+    else:
+        _small_logsumexp_vjp_kernel(typenum, gd, xd, ld, od, n_rows, n_cols)
+    return out
+
+
+cdef inline object _vjp_entry(int op, int kind, object g, object y, object z, object axis,
+                              object out, object where, object num_threads):
+    """The call of public backward function `op` (_ENTRY_NAMES): small path or routed."""
+    cdef object result
+    if where is None:
+        result = _small_vjp(kind, g, y, z, axis, out, num_threads)
+        if result is not None:
+            return result
+    if z is None:
+        return _routed[op](g, y, axis, out=out, where=where, num_threads=num_threads)
+    return _routed[op](g, y, z, axis, out=out, where=where, num_threads=num_threads)
+
+
+def softmax_backward(grad_output, output, axis=-1, *, out=None, where=None, num_threads=None):
+    return _vjp_entry(5, SOFTMAX_VJP, grad_output, output, None, axis, out, where, num_threads)
+
+
+def log_softmax_backward(grad_output, output, axis=-1, *, out=None, where=None,
+                         num_threads=None):
+    return _vjp_entry(6, LOG_SOFTMAX_VJP, grad_output, output, None, axis, out, where,
+                      num_threads)
+
+
+def sigsoftmax_backward(grad_output, output, x, axis=-1, *, out=None, where=None,
+                        num_threads=None):
+    return _vjp_entry(7, SIGSOFTMAX_VJP, grad_output, output, x, axis, out, where, num_threads)
+
+
+def log_sigsoftmax_backward(grad_output, output, x, axis=-1, *, out=None, where=None,
+                            num_threads=None):
+    return _vjp_entry(8, LOG_SIGSOFTMAX_VJP, grad_output, output, x, axis, out, where,
+                      num_threads)
+
+
+def logsumexp_backward(grad_output, x, result, axis=-1, *, out=None, where=None,
+                       num_threads=None):
+    cdef object answer
+    if where is None:
+        answer = _small_logsumexp_vjp(grad_output, x, result, axis, out, num_threads)
+        if answer is not None:
+            return answer
+    return _routed[9](grad_output, x, result, axis, out=out, where=where,
+                      num_threads=num_threads)

@@ -22,6 +22,7 @@
 
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.string cimport memcpy
 cimport numpy as cnp
 
 cdef extern from "numpy/arrayobject.h":
@@ -258,21 +259,32 @@ cdef void _short_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t ou
                       Py_ssize_t n_rows, Py_ssize_t n_cols, int op, int n_threads) noexcept nogil:
     """Rows of n_cols <= SHORT_ROW values, one row per vector lane (fs_short.h): softmax,
     log_softmax, logsumexp, sigsoftmax, log_sigsoftmax (op 0-4)."""
-    cdef Py_ssize_t rows_per_tile = SHORT_GROUP
-    cdef Py_ssize_t n_tiles = (n_rows + rows_per_tile - 1) // rows_per_tile
-    cdef Py_ssize_t t, first, rows
+    cdef Py_ssize_t n_tiles = (n_rows + SHORT_GROUP - 1) // SHORT_GROUP
+    cdef Py_ssize_t t
     cdef Py_ssize_t chunk = max(1, _rows_per_chunk(n_cols * <Py_ssize_t>sizeof(real))
-                                // rows_per_tile)
-    for t in prange(n_tiles, schedule="dynamic", chunksize=chunk, num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        first = t * rows_per_tile
-        rows = min(rows_per_tile, n_rows - first)
-        if real is float:
-            FS_short_rows_f32(x + first * x_step, x_step, out + first * out_step, out_step,
-                              rows, n_cols, op)
-        else:
-            FS_short_rows_f64(x + first * x_step, x_step, out + first * out_step, out_step,
-                              rows, n_cols, op)
+                                // SHORT_GROUP)
+    if n_threads == 1:
+        # no OpenMP region at all: even one with its `if` false cost 0.5 us a call (a
+        # 2x10 float32 softmax took 0.66 us against 0.13 us for 1x10)
+        for t in range(n_tiles):
+            _short_tile(x, x_step, out, out_step, n_rows, n_cols, op, t)
+        return
+    for t in prange(n_tiles, schedule="dynamic", chunksize=chunk, num_threads=n_threads):
+        _short_tile(x, x_step, out, out_step, n_rows, n_cols, op, t)
+
+
+cdef inline void _short_tile(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
+                             Py_ssize_t n_rows, Py_ssize_t n_cols, int op,
+                             Py_ssize_t t) noexcept nogil:
+    """Tile t (SHORT_GROUP rows from t * SHORT_GROUP on) of _short_rows."""
+    cdef Py_ssize_t first = t * SHORT_GROUP
+    cdef Py_ssize_t rows = min(SHORT_GROUP, n_rows - first)
+    if real is float:
+        FS_short_rows_f32(x + first * x_step, x_step, out + first * out_step, out_step,
+                          rows, n_cols, op)
+    else:
+        FS_short_rows_f64(x + first * x_step, x_step, out + first * out_step, out_step,
+                          rows, n_cols, op)
 
 
 cdef void _softmax_rows(const real* x, Py_ssize_t x_step, real* out, Py_ssize_t out_step,
@@ -675,31 +687,79 @@ cdef enum:
     SMALL_CALL_NOGIL = 1 << 12      # small calls this large release the GIL
 
 
-# The public forward functions are the compiled functions below, renamed and documented
-# as the Python functions they wrap (fastsoft._backend.dispatch): a small plain call goes
-# straight to _small_forward, any other to the routed Python function (the backend
-# routing and the validated NumPy path).  A Python wrapper in front cost 150-250 ns of a
-# 1 us call; a compiled class taking (*args, **kwargs) still built a tuple and a dict per
-# call (25 ns, measured); compiled functions with these exact signatures build neither,
-# and Cython's own argument errors name the function.
-cdef list _routed = [None] * 5     # the routed Python function of op 0-4
+# The public forward and backward functions are the compiled functions below (and in
+# _backward.pxi), renamed and documented as the Python functions they wrap
+# (fastsoft._backend.dispatch): a small plain call is answered right here, any other goes
+# to the routed Python function (the backend routing and the validated NumPy path).  A
+# Python wrapper in front cost 150-250 ns of a 1 us call; a compiled class taking
+# (*args, **kwargs) still built a tuple and a dict per call (25 ns, measured); compiled
+# functions with these exact signatures build neither, and Cython's own argument errors
+# name the function.
+_ENTRY_NAMES = ("softmax", "log_softmax", "logsumexp", "sigsoftmax", "log_sigsoftmax",
+                "softmax_backward", "log_softmax_backward", "sigsoftmax_backward",
+                "log_sigsoftmax_backward", "logsumexp_backward", "cross_entropy")
+cdef list _routed = [None] * len(_ENTRY_NAMES)    # the routed Python function of each
 
 
 def small_call_entry(str name, routed):
     """The compiled public function `name`, with `routed` as its full path."""
-    cdef int op = ("softmax", "log_softmax", "logsumexp", "sigsoftmax",
-                   "log_sigsoftmax").index(name)
+    cdef int op = _ENTRY_NAMES.index(name)
     _routed[op] = routed
-    return (softmax, log_softmax, logsumexp, sigsoftmax, log_sigsoftmax)[op]
+    return globals()[name]
+
+
+cdef inline bint _plain(object a, int typenum, int ndim, const cnp.npy_intp* dims):
+    """Whether `a` is an exact ndarray of this type and shape, C-contiguous, aligned and in
+    native byte order: memory a kernel takes as it is, with nothing to validate."""
+    cdef cnp.ndarray b
+    cdef int k
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    b = <cnp.ndarray>a
+    if (cnp.PyArray_TYPE(b) != typenum or cnp.PyArray_NDIM(b) != ndim
+            or not cnp.PyArray_IS_C_CONTIGUOUS(b) or not cnp.PyArray_ISALIGNED(b)
+            or not cnp.PyArray_ISNOTSWAPPED(b)):
+        return False
+    for k in range(ndim):
+        if cnp.PyArray_DIM(b, k) != dims[k]:
+            return False
+    return True
+
+
+cdef inline bint _plain_out(object out, int typenum, int ndim, const cnp.npy_intp* dims):
+    """_plain, and writeable: an `out` the kernel can write without a check to raise."""
+    return (_plain(out, typenum, ndim, dims)
+            and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out))
+
+
+cdef inline bint _same_or_apart(cnp.ndarray out, cnp.ndarray a):
+    """Whether a kernel writing `out` may read `a` as it is: both plain, and either the
+    same memory (an in-place call: every kernel reads an element before writing it) or
+    none in common (the full path's rule, fastsoft._layout.output_rows)."""
+    cdef char* o = cnp.PyArray_BYTES(out)
+    cdef char* s = cnp.PyArray_BYTES(a)
+    return (o == s and cnp.PyArray_NBYTES(out) == cnp.PyArray_NBYTES(a)
+            or o + cnp.PyArray_NBYTES(out) <= s or s + cnp.PyArray_NBYTES(a) <= o)
+
+
+cdef inline bint _small_threads(object num_threads):
+    """Whether `num_threads` needs no validation: None or an exact int >= 1 (a small call
+    runs on the calling thread whatever it says, as the full path would)."""
+    return num_threads is None or (type(num_threads) is int and num_threads >= 1)
+
+
+cdef inline bint _last_axis(object axis, int ndim):
+    """Whether `axis` is the exact int -1 or ndim - 1."""
+    return type(axis) is int and (axis == -1 or axis == ndim - 1)
 
 
 cdef inline object _entry(int op, object x, object axis, object out, object where,
                           object num_threads, object keepdims=False):
-    """The call of public function `op`: the small path when it takes it, else the
+    """The call of public forward function `op`: the small path when it takes it, else the
     routed function (with `keepdims` for logsumexp, the one function that has it)."""
     cdef object result
-    if out is None and where is None and keepdims is False:
-        result = _small_forward(x, op, axis, num_threads)
+    if where is None and keepdims is False:
+        result = _small_forward(x, op, axis, out, num_threads)
         if result is not None:
             return result
     if op == 2:
@@ -753,41 +813,55 @@ cdef void _small_kernel(int typenum, int op, void* data, void* result, double* s
                                      scratch, n_rows, n_cols, op == 4, 1)
 
 
-cdef object _small_forward(object x, int op, object axis, object num_threads):
-    """The whole call fs.<op>(x, axis=axis, num_threads=num_threads) for a small, plain
-    array along its last axis, or None to take the full path.
-
-    op: 0 softmax, 1 log_softmax, 2 logsumexp, 3 sigsoftmax, 4 log_sigsoftmax.  Only an
-    exact ndarray of float32/float64, C-contiguous, aligned, native byte order, with fewer
-    than SMALL_CALL_ELEMENTS values, `axis` the exact int -1 or ndim - 1 and `num_threads`
-    None or an exact int >= 1 is taken: those need no validation beyond these checks, no
-    layout work, and run on the calling thread (as the full path would run them, whatever
-    num_threads says).  Everything else returns None, and the full path validates it.
-    Tiny calls then cost about one allocation more than the arithmetic.
-    """
-    if not cnp.PyArray_CheckExact(x):
-        return None
-    if num_threads is not None and (type(num_threads) is not int or num_threads < 1):
+cdef inline cnp.ndarray _small_input(object x, object axis, object num_threads):
+    """x itself if it suits a small call along its last axis, else None: an exact
+    ndarray of float32/float64 with at least one dimension and fewer than
+    SMALL_CALL_ELEMENTS values (none: the full path returns empty results), C-contiguous,
+    aligned, native byte order, `axis` the exact int -1 or ndim - 1, `num_threads` None
+    or an exact int >= 1.  Such a call needs no validation beyond these checks and no
+    layout work, and runs on the calling thread (as the full path would)."""
+    if not cnp.PyArray_CheckExact(x) or not _small_threads(num_threads):
         return None
     cdef cnp.ndarray a = <cnp.ndarray>x
     cdef int typenum = cnp.PyArray_TYPE(a)
     cdef int ndim = cnp.PyArray_NDIM(a)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
-    if type(axis) is not int or (axis != -1 and axis != ndim - 1):
-        return None
     if ((typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or ndim == 0
-            or size == 0 or size >= SMALL_CALL_ELEMENTS or not cnp.PyArray_IS_C_CONTIGUOUS(a)
-            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISNOTSWAPPED(a)):
+            or size == 0 or size >= SMALL_CALL_ELEMENTS or not _last_axis(axis, ndim)
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a)
+            or not cnp.PyArray_ISNOTSWAPPED(a)):
         return None
+    return a
+
+
+cdef object _small_forward(object x, int op, object axis, object out, object num_threads):
+    """The whole call fs.<op>(x, axis=axis, out=out, num_threads=num_threads) for a small,
+    plain array along its last axis (_small_input), or None to take the full path.
+
+    op: 0 softmax, 1 log_softmax, 2 logsumexp, 3 sigsoftmax, 4 log_sigsoftmax.  `out`, if
+    given (not for logsumexp), must be plain (_plain_out) with x's dtype and shape, and x's
+    own memory or apart from it.  Everything else returns None, and the full path
+    validates it.  Tiny calls then cost about one allocation more than the arithmetic.
+    """
+    cdef cnp.ndarray a = _small_input(x, axis, num_threads)
+    if a is None:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    cdef int ndim = cnp.PyArray_NDIM(a)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
     cdef Py_ssize_t n_cols = cnp.PyArray_DIM(a, ndim - 1)
     cdef Py_ssize_t n_rows = size // n_cols
-    cdef cnp.ndarray out = None
     cdef double one_result[1]    # a 1-d logsumexp: the scalar is built without an array
     cdef void* data = cnp.PyArray_DATA(a)
     cdef void* result = <void*>one_result
-    if not (op == 2 and ndim == 1):
+    if out is not None:
+        if op == 2 or not (_plain_out(out, typenum, ndim, cnp.PyArray_DIMS(a))
+                           and _same_or_apart(<cnp.ndarray>out, a)):
+            return None
+        result = cnp.PyArray_DATA(<cnp.ndarray>out)
+    elif not (op == 2 and ndim == 1):
         out = cnp.PyArray_EMPTY(ndim - 1 if op == 2 else ndim, cnp.PyArray_DIMS(a), typenum, 0)
-        result = cnp.PyArray_DATA(out)
+        result = cnp.PyArray_DATA(<cnp.ndarray>out)
     cdef double* scratch = NULL
     if op >= 3:
         scratch = <double*>PyMem_Malloc(n_cols * sizeof(double))

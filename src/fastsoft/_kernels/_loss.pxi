@@ -263,51 +263,85 @@ cdef void _cross_entropy_rows(
         const double* grad_scales, double grad_scale, int n_threads) noexcept nogil:
     cdef Py_ssize_t i
     cdef double* work
-    cdef real* grad_row
     cdef Py_ssize_t n_groups = (n_rows + SHORT_GROUP - 1) // SHORT_GROUP
-    cdef Py_ssize_t group, first, rows
+    cdef Py_ssize_t group
     cdef Py_ssize_t chunk = _rows_per_chunk(n_cols * <Py_ssize_t>sizeof(real))
     if (FS_SHORT_CROSS_ENTROPY and targets != NULL and smoothing == 0 and n_cols <= SHORT_ROW
             and n_rows > 1):
         # short rows: one row per vector lane (fs_short.h), the row path's bits
+        if n_threads == 1:
+            for group in range(n_groups):
+                _short_cross_entropy_group(x, x_step, n_rows, n_cols, targets, ignore_index,
+                                           w, sigsoftmax, losses, grad, grad_step,
+                                           grad_scales, grad_scale, group)
+            return
         for group in prange(n_groups, schedule="dynamic", chunksize=max(1, chunk // SHORT_GROUP),
-                            num_threads=n_threads,
-                            use_threads_if=n_threads > 1):
-            first = group * SHORT_GROUP
-            rows = min(SHORT_GROUP, n_rows - first)
-            if real is float:
-                FS_short_cross_entropy_f32(
-                    x + first * x_step, x_step, rows, n_cols, sigsoftmax, targets + first,
-                    ignore_index, w, losses + first,
-                    grad + first * grad_step if grad != NULL else NULL, grad_step,
-                    grad_scales + first if grad_scales != NULL else NULL, grad_scale)
-            else:
-                FS_short_cross_entropy_f64(
-                    x + first * x_step, x_step, rows, n_cols, sigsoftmax, targets + first,
-                    ignore_index, w, losses + first,
-                    grad + first * grad_step if grad != NULL else NULL, grad_step,
-                    grad_scales + first if grad_scales != NULL else NULL, grad_scale)
+                            num_threads=n_threads):
+            _short_cross_entropy_group(x, x_step, n_rows, n_cols, targets, ignore_index, w,
+                                       sigsoftmax, losses, grad, grad_step, grad_scales,
+                                       grad_scale, group)
         return
-    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+    if n_threads == 1:
+        # no OpenMP region at all (as _softmax_rows): a small call should not pay for one
+        for i in range(n_rows):
+            _cross_entropy_row(x, x_step, n_rows, n_cols, targets, ignore_index, q, q_step,
+                               w, w_total, smoothing, sigsoftmax, scratch, losses, grad,
+                               grad_step, grad_scales, grad_scale, i)
+        return
+    with parallel(num_threads=n_threads):
         work = scratch + omp_get_thread_num() * 2 * n_cols
         for i in prange(n_rows, schedule="dynamic", chunksize=chunk):
-            grad_row = grad + i * grad_step if grad != NULL else NULL
-            if targets != NULL and targets[i] == ignore_index:
-                losses[i] = 0.0
-                if grad_row != NULL:
-                    _row_fill(grad_row, n_cols, 0)
-            elif targets != NULL and smoothing == 0:
-                losses[i] = _row_cross_entropy_index(
-                    x + i * x_step, n_cols, targets[i], w[targets[i]], grad_row,
-                    grad_scales[i] if grad_scales != NULL else grad_scale, sigsoftmax, work,
-                    _row_ahead(x, x_step, i, n_rows, n_cols))
-            else:
-                losses[i] = _row_cross_entropy(
-                    x + i * x_step, n_cols,
-                    targets[i] if targets != NULL else -1,
-                    q + i * q_step if targets == NULL else NULL,
-                    w, w_total, smoothing, sigsoftmax, work, grad_row,
-                    grad_scales[i] if grad_scales != NULL else grad_scale)
+            _cross_entropy_row(x, x_step, n_rows, n_cols, targets, ignore_index, q, q_step,
+                               w, w_total, smoothing, sigsoftmax, work, losses, grad,
+                               grad_step, grad_scales, grad_scale, i)
+
+
+cdef inline void _short_cross_entropy_group(
+        const real* x, Py_ssize_t x_step, Py_ssize_t n_rows, Py_ssize_t n_cols,
+        const long long* targets, long long ignore_index, const double* w, bint sigsoftmax,
+        double* losses, real* grad, Py_ssize_t grad_step, const double* grad_scales,
+        double grad_scale, Py_ssize_t group) noexcept nogil:
+    """Rows group * SHORT_GROUP on of _cross_entropy_rows' short-row case."""
+    cdef Py_ssize_t first = group * SHORT_GROUP
+    cdef Py_ssize_t rows = min(SHORT_GROUP, n_rows - first)
+    if real is float:
+        FS_short_cross_entropy_f32(
+            x + first * x_step, x_step, rows, n_cols, sigsoftmax, targets + first,
+            ignore_index, w, losses + first,
+            grad + first * grad_step if grad != NULL else NULL, grad_step,
+            grad_scales + first if grad_scales != NULL else NULL, grad_scale)
+    else:
+        FS_short_cross_entropy_f64(
+            x + first * x_step, x_step, rows, n_cols, sigsoftmax, targets + first,
+            ignore_index, w, losses + first,
+            grad + first * grad_step if grad != NULL else NULL, grad_step,
+            grad_scales + first if grad_scales != NULL else NULL, grad_scale)
+
+
+cdef inline void _cross_entropy_row(
+        const real* x, Py_ssize_t x_step, Py_ssize_t n_rows, Py_ssize_t n_cols,
+        const long long* targets, long long ignore_index, const real* q, Py_ssize_t q_step,
+        const double* w, double w_total, double smoothing, bint sigsoftmax,
+        double* work, double* losses, real* grad, Py_ssize_t grad_step,
+        const double* grad_scales, double grad_scale, Py_ssize_t i) noexcept nogil:
+    """Row i of _cross_entropy_rows (not a short-row group); work: this thread's scratch."""
+    cdef real* grad_row = grad + i * grad_step if grad != NULL else NULL
+    if targets != NULL and targets[i] == ignore_index:
+        losses[i] = 0.0
+        if grad_row != NULL:
+            _row_fill(grad_row, n_cols, 0)
+    elif targets != NULL and smoothing == 0:
+        losses[i] = _row_cross_entropy_index(
+            x + i * x_step, n_cols, targets[i], w[targets[i]], grad_row,
+            grad_scales[i] if grad_scales != NULL else grad_scale, sigsoftmax, work,
+            _row_ahead(x, x_step, i, n_rows, n_cols))
+    else:
+        losses[i] = _row_cross_entropy(
+            x + i * x_step, n_cols,
+            targets[i] if targets != NULL else -1,
+            q + i * q_step if targets == NULL else NULL,
+            w, w_total, smoothing, sigsoftmax, work, grad_row,
+            grad_scales[i] if grad_scales != NULL else grad_scale)
 
 
 cdef const char* _optional_data(object a, int typenum, Py_ssize_t length) except? NULL:
@@ -411,3 +445,181 @@ def index_target_check(cnp.ndarray targets not None, long long n_classes, long l
                 break
             total += w[v] if w != NULL else 1.0
     return bad, total
+
+
+cdef inline double _loss_total(const double* losses, Py_ssize_t n) noexcept nogil:
+    """The "sum" of per-row losses: Kahan lanes (FS_sum_f64); one row's loss as it is."""
+    return losses[0] if n == 1 else FS_sum_f64(losses, n)
+
+
+def loss_total(cnp.ndarray losses not None):
+    """Σ losses of a C-contiguous float64 vector, as cross_entropy reduces it."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(losses)
+    _optional_data(losses, cnp.NPY_FLOAT64, n)
+    if n == 0:
+        return 0.0
+    return _loss_total(<const double*>cnp.PyArray_DATA(losses), n)
+
+
+# ---------------------------------------------------------------------------------------
+# cross_entropy's compiled entry (see _core.pxi's small_call_entry): the common call --
+# index targets, no class weights or smoothing, no grad_output -- on small plain arrays
+# runs here on the calling thread; any other goes to the routed Python function.
+
+cdef enum:
+    REDUCE_MEAN = 0
+    REDUCE_SUM = 1
+    REDUCE_NONE = 2
+
+
+cdef inline int _reduction_code(object reduction):
+    """0 mean, 1 sum, 2 none, -1 anything else (for the full path to judge)."""
+    if type(reduction) is not str:
+        return -1
+    if reduction == "mean":
+        return REDUCE_MEAN
+    if reduction == "sum":
+        return REDUCE_SUM
+    if reduction == "none":
+        return REDUCE_NONE
+    return -1
+
+
+cdef inline bint _apart(cnp.ndarray a, object b):
+    """Whether ndarrays a and b have no memory in common (by their byte ranges)."""
+    cdef char* p = cnp.PyArray_BYTES(a)
+    cdef char* q = cnp.PyArray_BYTES(<cnp.ndarray>b)
+    return p + cnp.PyArray_NBYTES(a) <= q or q + cnp.PyArray_NBYTES(<cnp.ndarray>b) <= p
+
+
+cdef void _small_cross_entropy_kernel(int typenum, const void* x, Py_ssize_t n_rows,
+                                      Py_ssize_t n_cols, const long long* targets,
+                                      long long ignore_index, bint sigsoftmax,
+                                      double* buffer, void* grad,
+                                      double grad_scale) noexcept nogil:
+    """_small_cross_entropy's arithmetic, on the calling thread.  buffer: n_rows losses,
+    then n_cols unit weights, then 2 n_cols of scratch."""
+    cdef double* weights = buffer + n_rows
+    cdef Py_ssize_t j
+    for j in range(n_cols):
+        weights[j] = 1.0
+    if typenum == cnp.NPY_FLOAT32:
+        _cross_entropy_rows[float](<const float*>x, n_cols, n_rows, n_cols, targets,
+                                   ignore_index, NULL, 0, weights, <double>n_cols, 0.0,
+                                   sigsoftmax, weights + n_cols, buffer, <float*>grad,
+                                   n_cols, NULL, grad_scale, 1)
+    else:
+        _cross_entropy_rows[double](<const double*>x, n_cols, n_rows, n_cols, targets,
+                                    ignore_index, NULL, 0, weights, <double>n_cols, 0.0,
+                                    sigsoftmax, weights + n_cols, buffer, <double*>grad,
+                                    n_cols, NULL, grad_scale, 1)
+
+
+cdef object _small_cross_entropy(object logits, object target, object axis, object weight,
+                                 object ignore_index, object reduction,
+                                 object label_smoothing, object activation,
+                                 object return_grad, object grad_output, object grad_out,
+                                 object num_threads):
+    """cross_entropy's whole call, or None for the full path.
+
+    Taken for small plain logits along their last axis (_small_input), a plain int64
+    target of the batch shape whose labels are all in range or ignore_index (an exact
+    int), no weight, no smoothing, no grad_output, `reduction` and `activation` among
+    their exact strings, and `grad_out` (with return_grad) plain and apart from both
+    inputs.  The numbers are the full path's: the same row kernels, the same
+    denominators and factors, the same sum of the losses (_loss_total).
+    """
+    cdef int code = _reduction_code(reduction)
+    if (code < 0 or weight is not None or grad_output is not None
+            or type(return_grad) is not bool or type(ignore_index) is not int
+            or not (type(label_smoothing) is float or type(label_smoothing) is int)
+            or label_smoothing != 0):
+        return None
+    if type(activation) is not str or not (activation == "softmax"
+                                           or activation == "sigsoftmax"):
+        return None
+    cdef long long ignore
+    try:
+        ignore = ignore_index
+    except OverflowError:
+        return None             # outside int64: the full path decides
+    cdef cnp.ndarray x = _small_input(logits, axis, num_threads)
+    if x is None:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    cdef int ndim = cnp.PyArray_NDIM(x)
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(x)
+    if not _plain(target, cnp.NPY_INT64, ndim - 1, dims):
+        return None
+    cdef bint with_grad = return_grad
+    if grad_out is not None and not (with_grad and _plain_out(grad_out, typenum, ndim, dims)
+                                     and _same_or_apart(<cnp.ndarray>grad_out, x)
+                                     and _apart(<cnp.ndarray>grad_out, target)):
+        return None
+    cdef Py_ssize_t n_cols = dims[ndim - 1]
+    cdef Py_ssize_t n_rows = cnp.PyArray_SIZE(x) // n_cols
+    cdef const long long* labels = <const long long*>cnp.PyArray_DATA(<cnp.ndarray>target)
+    cdef Py_ssize_t i
+    cdef double kept = 0.0      # the "mean" denominator: labels not ignored
+    for i in range(n_rows):
+        if labels[i] == ignore:
+            continue
+        if labels[i] < 0 or labels[i] >= n_cols:
+            return None         # the full path raises the IndexError
+        kept += 1.0
+    cdef double grad_scale = 1.0
+    if code == REDUCE_MEAN:
+        grad_scale = 1.0 / kept if kept != 0 else 0.0
+    if with_grad and grad_out is None:
+        grad_out = cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
+    cdef void* grad = cnp.PyArray_DATA(<cnp.ndarray>grad_out) if with_grad else NULL
+    cdef double* buffer = <double*>PyMem_Malloc((n_rows + 3 * n_cols) * sizeof(double))
+    if buffer == NULL:
+        raise MemoryError()
+    cdef bint sigsoftmax = activation == "sigsoftmax"
+    cdef void* data = cnp.PyArray_DATA(x)
+    cdef double total
+    cdef float total_f32
+    cdef cnp.ndarray losses
+    try:
+        if n_rows * n_cols >= SMALL_CALL_NOGIL:
+            with nogil:
+                _small_cross_entropy_kernel(typenum, data, n_rows, n_cols, labels, ignore,
+                                            sigsoftmax, buffer, grad, grad_scale)
+        else:
+            _small_cross_entropy_kernel(typenum, data, n_rows, n_cols, labels, ignore,
+                                        sigsoftmax, buffer, grad, grad_scale)
+        if code == REDUCE_NONE:
+            losses = cnp.PyArray_EMPTY(ndim - 1, dims, typenum, 0)
+            if typenum == cnp.NPY_FLOAT32:
+                for i in range(n_rows):
+                    (<float*>cnp.PyArray_DATA(losses))[i] = <float>buffer[i]
+            else:
+                memcpy(cnp.PyArray_DATA(losses), buffer, n_rows * sizeof(double))
+            loss = losses
+        else:
+            total = _loss_total(buffer, n_rows)
+            if code == REDUCE_MEAN:
+                total = total / kept if kept != 0 else NAN
+            if typenum == cnp.NPY_FLOAT32:
+                total_f32 = <float>total
+                loss = PyArray_Scalar(&total_f32, cnp.PyArray_DescrFromType(typenum), None)
+            else:
+                loss = PyArray_Scalar(&total, cnp.PyArray_DescrFromType(typenum), None)
+    finally:
+        PyMem_Free(buffer)
+    return (loss, grad_out) if with_grad else loss
+
+
+def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
+                  reduction="mean", label_smoothing=0.0, activation="softmax",
+                  return_grad=False, grad_output=None, grad_out=None, num_threads=None):
+    cdef object result = _small_cross_entropy(
+        logits, target, axis, weight, ignore_index, reduction, label_smoothing, activation,
+        return_grad, grad_output, grad_out, num_threads)
+    if result is not None:
+        return result
+    return _routed[10](logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
+                       reduction=reduction, label_smoothing=label_smoothing,
+                       activation=activation, return_grad=return_grad,
+                       grad_output=grad_output, grad_out=grad_out, num_threads=num_threads)
