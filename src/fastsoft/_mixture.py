@@ -51,9 +51,17 @@ def _removed(shape, axis):
     return shape[:axis] + shape[axis + 1:]
 
 
+def _moved_last(a, axis, component_axis):
+    """a with its component and class axes last (a itself when they are: the default
+    layout skips np.moveaxis, which cost microseconds a call)."""
+    if component_axis == a.ndim - 2 and axis == a.ndim - 1:
+        return a
+    return np.moveaxis(a, (component_axis, axis), (-2, -1))
+
+
 def _block_view(a, axis, component_axis, n_rows):
     """a as (n_rows, K, C) blocks with contiguous class rows, without copying, or None."""
-    moved = np.moveaxis(a, (component_axis, axis), (-2, -1))
+    moved = _moved_last(a, axis, component_axis)
     K, C = moved.shape[-2], moved.shape[-1]
     try:
         blocks = np.reshape(moved, (n_rows, K, C), copy=False)
@@ -71,7 +79,7 @@ def _blocks_of(a, axis, component_axis, n_rows):
     """a as kernel blocks: a view when possible, else a C-contiguous copy."""
     blocks = _block_view(a, axis, component_axis, n_rows)
     if blocks is None:
-        moved = np.moveaxis(a, (component_axis, axis), (-2, -1))
+        moved = _moved_last(a, axis, component_axis)
         blocks = np.require(moved, requirements=["C", "A"]).reshape(
             n_rows, a.shape[component_axis], a.shape[axis])
     return blocks
@@ -79,7 +87,8 @@ def _blocks_of(a, axis, component_axis, n_rows):
 
 def _prior_rows(prior, prior_component_axis, n_rows):
     """Prior logits as C-contiguous (n_rows, K) rows (a small copy at most)."""
-    moved = np.moveaxis(prior, prior_component_axis, -1)
+    moved = (prior if prior_component_axis == prior.ndim - 1
+             else np.moveaxis(prior, prior_component_axis, -1))
     return np.require(moved, requirements=["C", "A"]).reshape(n_rows, prior.shape[prior_component_axis])
 
 
@@ -358,21 +367,25 @@ def mixture_cross_entropy(logits, prior_logits, target, *, activation="softmax",
         blocks = _blocks_of(x, axis, component_axis, n_rows)
         prior_rows = _prior_rows(prior, prior_axis, n_rows)
         grad_blocks = grad_prior_rows = None
+        direct = direct_prior = False
         if return_grad:
             grad_blocks = (_block_view(grad_logits, axis, component_axis, n_rows)
                            if result_dtype == x.dtype else None)
-            if grad_blocks is None:
+            direct = grad_blocks is not None
+            if not direct:
                 grad_blocks = np.empty((n_rows, n_components, n_classes), dtype=x.dtype)
-            grad_prior_rows = np.empty((n_rows, n_components), dtype=x.dtype)
+            # the fresh prior gradient is C-contiguous: its rows when K is its last axis
+            direct_prior = result_dtype == x.dtype and prior_axis == grad_prior.ndim - 1
+            grad_prior_rows = (grad_prior.reshape(n_rows, n_components) if direct_prior
+                               else np.empty((n_rows, n_components), dtype=x.dtype))
         _kernels.core.mixture_cross_entropy_rows(
             blocks, prior_rows, targets, ignore_index, q_rows, activation == "sigsoftmax",
             losses, grad_blocks, grad_prior_rows, grad_scale,
             resolve_threads(num_threads, x.size))
-        if return_grad:
-            if not np.shares_memory(grad_blocks, grad_logits):
-                destination = np.moveaxis(grad_logits, (component_axis, axis), (-2, -1))
-                np.copyto(destination, grad_blocks.reshape(destination.shape),
-                          casting="unsafe")
+        if return_grad and not direct:
+            destination = np.moveaxis(grad_logits, (component_axis, axis), (-2, -1))
+            np.copyto(destination, grad_blocks.reshape(destination.shape), casting="unsafe")
+        if return_grad and not direct_prior:
             destination = np.moveaxis(grad_prior, prior_axis, -1)
             np.copyto(destination, grad_prior_rows.reshape(destination.shape),
                       casting="unsafe")
@@ -380,7 +393,7 @@ def mixture_cross_entropy(logits, prior_logits, target, *, activation="softmax",
     if reduction == "none":
         loss = losses.reshape(batch_shape).astype(result_dtype)
     else:
-        total = losses.sum()
+        total = _kernels.core.loss_total(losses)     # as cross_entropy sums its rows
         if reduction == "mean":
             total = total / denominator if denominator else np.nan
         loss = result_dtype.type(total)

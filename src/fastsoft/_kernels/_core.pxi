@@ -595,29 +595,41 @@ cdef void _columns(const real* x, real* out, real* lse, real* strips, Py_ssize_t
                    int n_threads, bint stream, bint lanes) noexcept nogil:
     # a unit: `width` columns (whole cache lines) of one slab
     cdef Py_ssize_t per_slab = (inner + width - 1) // width
-    cdef Py_ssize_t u, o, c, k
+    cdef Py_ssize_t u
     cdef Py_ssize_t chunk = _rows_per_chunk(n * width * <Py_ssize_t>sizeof(real))
     cdef real* strip
-    cdef const real* xs
-    cdef real* y
-    cdef real* s
-    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
-        strip = strips + omp_get_thread_num() * strip_values
-        for u in prange(n_outer * per_slab, schedule="dynamic", chunksize=chunk):
-            o = u // per_slab
-            c = (u % per_slab) * width
-            k = min(width, inner - c)
-            xs = x + o * n * inner + c
-            y = out + o * n * inner + c if out != NULL else NULL
-            s = lse + o * inner + c if lse != NULL else NULL
-            if not lanes:
-                _column_unit(xs, y, s, strip, n, inner, k, op, stream)
-            elif real is float:
-                FS_column_unit_f32(xs, inner, n, k, y, s, strip, op, stream)
-            else:
-                FS_column_unit_f64(xs, inner, n, k, y, s, strip, op, stream)
+    if n_threads == 1:
+        # no OpenMP region at all (as _short_rows)
+        for u in range(n_outer * per_slab):
+            _column_work(x, out, lse, strips, width, per_slab, n, inner, op, stream, lanes, u)
         if stream:
             FS_store_fence()
+        return
+    with parallel(num_threads=n_threads):
+        strip = strips + omp_get_thread_num() * strip_values
+        for u in prange(n_outer * per_slab, schedule="dynamic", chunksize=chunk):
+            _column_work(x, out, lse, strip, width, per_slab, n, inner, op, stream, lanes, u)
+        if stream:
+            FS_store_fence()
+
+
+cdef inline void _column_work(const real* x, real* out, real* lse, real* strip,
+                              Py_ssize_t width, Py_ssize_t per_slab, Py_ssize_t n,
+                              Py_ssize_t inner, int op, bint stream, bint lanes,
+                              Py_ssize_t u) noexcept nogil:
+    """Unit u of _columns (this thread's strip)."""
+    cdef Py_ssize_t o = u // per_slab
+    cdef Py_ssize_t c = (u % per_slab) * width
+    cdef Py_ssize_t k = min(width, inner - c)
+    cdef const real* xs = x + o * n * inner + c
+    cdef real* y = out + o * n * inner + c if out != NULL else NULL
+    cdef real* s = lse + o * inner + c if lse != NULL else NULL
+    if not lanes:
+        _column_unit(xs, y, s, strip, n, inner, k, op, stream)
+    elif real is float:
+        FS_column_unit_f32(xs, inner, n, k, y, s, strip, op, stream)
+    else:
+        FS_column_unit_f64(xs, inner, n, k, y, s, strip, op, stream)
 
 
 def columns_forward(cnp.ndarray x not None, cnp.ndarray out not None, int op, int n_threads):

@@ -279,7 +279,13 @@ cdef void _log_mixture_rows(const real* z, Py_ssize_t z_step, Py_ssize_t comp_st
     cdef Py_ssize_t i
     cdef Py_ssize_t chunk = _rows_per_chunk(K * C * <Py_ssize_t>sizeof(real))
     cdef double* work
-    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+    if n_threads == 1:
+        # no OpenMP region at all (as _short_rows)
+        for i in range(n_rows):
+            _row_log_mixture(z + i * z_step, comp_step, rho + i * K, K, C, sigsoftmax,
+                             scratch, out + i * out_step)
+        return
+    with parallel(num_threads=n_threads):
         work = scratch + omp_get_thread_num() * scratch_per_thread
         for i in prange(n_rows, schedule="dynamic", chunksize=chunk):
             _row_log_mixture(z + i * z_step, comp_step, rho + i * K, K, C, sigsoftmax,
@@ -293,30 +299,49 @@ cdef void _mixture_ce_rows(const real* z, Py_ssize_t z_step, Py_ssize_t comp_ste
                            double* scratch, Py_ssize_t scratch_per_thread, double* losses,
                            real* grad, Py_ssize_t grad_step, Py_ssize_t grad_comp_step,
                            real* grad_rho, double scale, int n_threads) noexcept nogil:
-    cdef Py_ssize_t i, k
+    cdef Py_ssize_t i
     cdef Py_ssize_t chunk = _rows_per_chunk(K * C * <Py_ssize_t>sizeof(real))
     cdef double* work
-    cdef real* grad_row
-    cdef real* grad_rho_row
-    with parallel(num_threads=n_threads, use_threads_if=n_threads > 1):
+    if n_threads == 1:
+        # no OpenMP region at all (as _short_rows)
+        for i in range(n_rows):
+            _mixture_ce_row(z, z_step, comp_step, rho, targets, ignore_index, q, q_step, K, C,
+                            sigsoftmax, scratch, losses, grad, grad_step, grad_comp_step,
+                            grad_rho, scale, i)
+        return
+    with parallel(num_threads=n_threads):
         work = scratch + omp_get_thread_num() * scratch_per_thread
         for i in prange(n_rows, schedule="dynamic", chunksize=chunk):
-            grad_row = grad + i * grad_step if grad != NULL else NULL
-            grad_rho_row = grad_rho + i * K if grad != NULL else NULL
-            if targets != NULL and targets[i] == ignore_index:
-                losses[i] = 0.0
-                if grad_row != NULL:
-                    for k in range(K):
-                        _row_fill(grad_row + k * grad_comp_step, C, 0)
-                    _row_fill(grad_rho_row, K, 0)
-            elif targets != NULL:
-                losses[i] = _row_mixture_ce_index(
-                    z + i * z_step, comp_step, rho + i * K, K, C, targets[i], sigsoftmax,
-                    work, grad_row, grad_comp_step, grad_rho_row, scale)
-            else:
-                losses[i] = _row_mixture_ce_prob(
-                    z + i * z_step, comp_step, rho + i * K, q + i * q_step, K, C, sigsoftmax,
-                    work, grad_row, grad_comp_step, grad_rho_row, scale)
+            _mixture_ce_row(z, z_step, comp_step, rho, targets, ignore_index, q, q_step, K, C,
+                            sigsoftmax, work, losses, grad, grad_step, grad_comp_step,
+                            grad_rho, scale, i)
+
+
+cdef inline void _mixture_ce_row(const real* z, Py_ssize_t z_step, Py_ssize_t comp_step,
+                                 const real* rho, const long long* targets,
+                                 long long ignore_index, const real* q, Py_ssize_t q_step,
+                                 Py_ssize_t K, Py_ssize_t C, bint sigsoftmax, double* work,
+                                 double* losses, real* grad, Py_ssize_t grad_step,
+                                 Py_ssize_t grad_comp_step, real* grad_rho, double scale,
+                                 Py_ssize_t i) noexcept nogil:
+    """Row i of _mixture_ce_rows; work: this thread's scratch."""
+    cdef Py_ssize_t k
+    cdef real* grad_row = grad + i * grad_step if grad != NULL else NULL
+    cdef real* grad_rho_row = grad_rho + i * K if grad != NULL else NULL
+    if targets != NULL and targets[i] == ignore_index:
+        losses[i] = 0.0
+        if grad_row != NULL:
+            for k in range(K):
+                _row_fill(grad_row + k * grad_comp_step, C, 0)
+            _row_fill(grad_rho_row, K, 0)
+    elif targets != NULL:
+        losses[i] = _row_mixture_ce_index(
+            z + i * z_step, comp_step, rho + i * K, K, C, targets[i], sigsoftmax,
+            work, grad_row, grad_comp_step, grad_rho_row, scale)
+    else:
+        losses[i] = _row_mixture_ce_prob(
+            z + i * z_step, comp_step, rho + i * K, q + i * q_step, K, C, sigsoftmax,
+            work, grad_row, grad_comp_step, grad_rho_row, scale)
 
 
 # ---------------------------------------------------------------------------------------
