@@ -260,6 +260,35 @@ def test_small_calls_with_other_outs_take_the_full_path(name):
                                   fs.logsumexp.__wrapped__(x))
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", SMALL_SHAPES, ids=SMALL_IDS)
+def test_small_logsumexp_calls_with_keepdims_and_out(shape, dtype):
+    # keepdims and out= (of the reduced or the kept shape) are answered by the compiled
+    # entry too: the full path's bits, types and shapes, out itself returned
+    x = _rows(int(np.prod(shape[:-1])), shape[-1], dtype, seed=10).reshape(shape)
+    for keepdims in (False, True):
+        full = fs.logsumexp.__wrapped__(x, keepdims=keepdims)
+        small = fs.logsumexp(x, keepdims=keepdims)
+        assert type(small) is type(full) and np.shape(small) == np.shape(full)
+        np.testing.assert_array_equal(small, full)
+        reduced = shape[:-1] + ((1,) if keepdims else ())
+        raw, out = _guarded(reduced, dtype)
+        assert fs.logsumexp(x, keepdims=keepdims, out=out) is out
+        np.testing.assert_array_equal(out, full)
+        _assert_guard_intact(raw)
+        assert_matches_reference("logsumexp", small, x, keepdims=keepdims)
+
+
+def test_logsumexp_into_an_out_inside_its_input():
+    # an out that is part of x's memory: rows not yet read must not be overwritten first
+    buffer = _rows(1, 160, np.float64, seed=17).reshape(-1)
+    x = buffer.reshape(4, 40)                            # rows longer than the short lanes
+    expected = fs.logsumexp(x.copy())
+    out = buffer[120:124]                                # x[3, :4], the last row
+    assert fs.logsumexp(x, out=out, num_threads=1) is out
+    np.testing.assert_array_equal(out, expected)
+
+
 def _backward_inputs(name, shape, dtype, seed=9):
     """(positional arguments of fs.<name>, the forward's name, x, y, g)."""
     forward = name[:-len("_backward")]

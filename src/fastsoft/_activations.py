@@ -411,7 +411,8 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None, where=None, num_threads=N
     else:
         x_rows = rows_of(x, axis)
         direct = None
-        if target.dtype == x.dtype:
+        # an `out` sharing memory with x would overwrite rows not yet read: a temporary
+        if target.dtype == x.dtype and (out is None or not np.may_share_memory(out, x)):
             try:
                 direct = np.reshape(target, (n_rows,), copy=False)
             except ValueError:

@@ -770,8 +770,8 @@ cdef inline object _entry(int op, object x, object axis, object out, object wher
     """The call of public forward function `op`: the small path when it takes it, else the
     routed function (with `keepdims` for logsumexp, the one function that has it)."""
     cdef object result
-    if where is None and keepdims is False:
-        result = _small_forward(x, op, axis, out, num_threads)
+    if where is None and (keepdims is False or keepdims is True):
+        result = _small_forward(x, op, axis, out, num_threads, keepdims is True)
         if result is not None:
             return result
     if op == 2:
@@ -846,13 +846,15 @@ cdef inline cnp.ndarray _small_input(object x, object axis, object num_threads):
     return a
 
 
-cdef object _small_forward(object x, int op, object axis, object out, object num_threads):
-    """The whole call fs.<op>(x, axis=axis, out=out, num_threads=num_threads) for a small,
-    plain array along its last axis (_small_input), or None to take the full path.
+cdef object _small_forward(object x, int op, object axis, object out, object num_threads,
+                           bint keepdims):
+    """The whole call fs.<op>(x, axis=axis, out=out, num_threads=num_threads) (logsumexp:
+    and keepdims=keepdims) for a small, plain array along its last axis (_small_input),
+    or None to take the full path.
 
     op: 0 softmax, 1 log_softmax, 2 logsumexp, 3 sigsoftmax, 4 log_sigsoftmax.  `out`, if
-    given (not for logsumexp), must be plain (_plain_out) with x's dtype and shape, and x's
-    own memory or apart from it.  Everything else returns None, and the full path
+    given, must be plain and writeable (_plain_out) with the result's dtype and shape, and
+    x's own memory or apart from it.  Everything else returns None, and the full path
     validates it.  Tiny calls then cost about one allocation more than the arithmetic.
     """
     cdef cnp.ndarray a = _small_input(x, axis, num_threads)
@@ -863,16 +865,28 @@ cdef object _small_forward(object x, int op, object axis, object out, object num
     cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
     cdef Py_ssize_t n_cols = cnp.PyArray_DIM(a, ndim - 1)
     cdef Py_ssize_t n_rows = size // n_cols
-    cdef double one_result[1]    # a 1-d logsumexp: the scalar is built without an array
+    cdef double one_result[1]    # a 0-d logsumexp: the scalar is built without an array
     cdef void* data = cnp.PyArray_DATA(a)
     cdef void* result = <void*>one_result
+    # the result's shape: x's, or for logsumexp x's without the last axis (kept as 1)
+    cdef int result_ndim = ndim
+    cdef cnp.npy_intp* result_dims = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp kept[32]
+    if op == 2 and not keepdims:
+        result_ndim = ndim - 1
+    elif op == 2:
+        if ndim > 32:
+            return None
+        memcpy(kept, result_dims, (ndim - 1) * sizeof(cnp.npy_intp))
+        kept[ndim - 1] = 1
+        result_dims = kept
     if out is not None:
-        if op == 2 or not (_plain_out(out, typenum, ndim, cnp.PyArray_DIMS(a))
-                           and _same_or_apart(<cnp.ndarray>out, a)):
+        if not (_plain_out(out, typenum, result_ndim, result_dims)
+                and _same_or_apart(<cnp.ndarray>out, a)):
             return None
         result = cnp.PyArray_DATA(<cnp.ndarray>out)
-    elif not (op == 2 and ndim == 1):
-        out = cnp.PyArray_EMPTY(ndim - 1 if op == 2 else ndim, cnp.PyArray_DIMS(a), typenum, 0)
+    elif result_ndim > 0:
+        out = cnp.PyArray_EMPTY(result_ndim, result_dims, typenum, 0)
         result = cnp.PyArray_DATA(<cnp.ndarray>out)
     cdef double* scratch = NULL
     if op >= 3:
