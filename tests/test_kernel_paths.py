@@ -847,3 +847,35 @@ def test_long_row_cross_entropy_matches_reference(dtype):
         np.testing.assert_allclose(grad[row].astype(np.longdouble), expected_grad, rtol=rtol,
                                    atol=float(rtol * np.abs(expected_grad).max()),
                                    err_msg=f"row {row}")
+
+
+def test_cross_entropy_inputs_inside_grad_out():
+    # class labels, class weights and row factors stored in the memory the gradient is
+    # written to: every row still uses its own (the full path copies them first; the
+    # compiled entry declines).  Without the copy, overwritten labels read out of bounds.
+    x = _rows(6, 40, np.float64, seed=18)
+    labels = np.array([3, 0, 39, 7, 7, 1])
+    weight = np.linspace(0.5, 2.0, 40)
+    factors = np.linspace(1.0, 2.0, 6)
+    for what in ("target", "weight", "grad_output"):
+        kwargs = {"weight": weight} if what == "weight" else {}
+        if what == "grad_output":
+            kwargs.update(reduction="none", grad_output=factors)
+        expected_loss, expected_grad = fs.cross_entropy(x, labels, return_grad=True, **kwargs)
+        buffer = np.zeros(6 * 40)
+        grad = buffer.reshape(6, 40)
+        target = labels
+        if what == "target":
+            target = buffer[40:46].view(np.int64)                # inside row 1's gradient
+            target[:] = labels
+        elif what == "weight":
+            kwargs["weight"] = buffer[40:80]
+            kwargs["weight"][:] = weight
+        else:
+            kwargs["grad_output"] = buffer[40:46]
+            kwargs["grad_output"][:] = factors
+        loss, out = fs.cross_entropy(x, target, return_grad=True, grad_out=grad,
+                                     num_threads=1, **kwargs)
+        assert out is grad
+        np.testing.assert_array_equal(loss, expected_loss)
+        np.testing.assert_array_equal(grad, expected_grad)

@@ -218,6 +218,16 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     check_out(grad_out, x.shape, result_dtype, name, what="grad_out")
     grad_scales, grad_scale = (_grad_scales(grad_output, reduction, batch_shape, denominator, name)
                                if return_grad else (None, 0.0))
+    if grad_out is not None:
+        # the kernel reads a row's label, the class weights and the row's factor after
+        # earlier rows' gradients are written: copies of any that live in grad_out's
+        # memory (an overwritten label would index out of bounds)
+        if targets is not None and np.may_share_memory(grad_out, targets):
+            targets = targets.copy()
+        if np.may_share_memory(grad_out, weight):
+            weight = weight.copy()
+        if grad_scales is not None and np.may_share_memory(grad_out, grad_scales):
+            grad_scales = grad_scales.copy()
 
     n_rows = math.prod(batch_shape)
     losses = np.zeros(n_rows, dtype=np.float64)
