@@ -279,6 +279,41 @@ def test_small_logsumexp_calls_with_keepdims_and_out(shape, dtype):
         assert_matches_reference("logsumexp", small, x, keepdims=keepdims)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(1, 1000), (7,), (2, 6, 6), (40, 10), (64, 511)],
+                         ids=["1x1000", "1d", "3d", "40x10", "64x511"])
+def test_small_masked_calls_equal_the_full_path(shape, dtype):
+    # a bool `where` of the input's shape is taken by the compiled entries as the kernels'
+    # mask: the full path's bits (masked entries exactly 0, fully masked rows as there),
+    # for the forward functions and their backward passes; a broadcast mask is declined
+    rng = np.random.default_rng(19)
+    x = _rows(int(np.prod(shape[:-1])), shape[-1], dtype, seed=20).reshape(shape)
+    mask = rng.random(shape) < 0.7
+    mask.reshape(-1, shape[-1])[0] = False                        # a fully masked row
+    g = _rows(int(np.prod(shape[:-1])), shape[-1], dtype, seed=21).reshape(shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for name in FORWARD:
+            func = getattr(fs, name)
+            small = func(x, where=mask)
+            full = func.__wrapped__(x, where=mask)
+            assert type(small) is type(full)
+            np.testing.assert_array_equal(small, full)
+            np.testing.assert_array_equal(func(x, where=mask[..., :1]),
+                                          func.__wrapped__(x, where=mask[..., :1]))
+            if name == "logsumexp":
+                g_row = _rows(1, np.size(small), dtype, seed=22).reshape(np.shape(small))
+                result = np.asarray(small)
+                np.testing.assert_array_equal(
+                    fs.logsumexp_backward(g_row, x, result, where=mask),
+                    fs.logsumexp_backward.__wrapped__(g_row, x, result, where=mask))
+                continue
+            backward = getattr(fs, f"{name}_backward")
+            extra = (x,) if name.startswith(("sig", "log_sig")) else ()
+            np.testing.assert_array_equal(backward(g, small, *extra, where=mask),
+                                          backward.__wrapped__(g, small, *extra, where=mask))
+        assert_matches_reference("softmax", fs.softmax(x, where=mask), x, where=mask)
+
+
 def test_logsumexp_into_an_out_inside_its_input():
     # an out that is part of x's memory: rows not yet read must not be overwritten first
     buffer = _rows(1, 160, np.float64, seed=17).reshape(-1)

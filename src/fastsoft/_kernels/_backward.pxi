@@ -256,43 +256,47 @@ def logsumexp_vjp_rows(cnp.ndarray g not None, cnp.ndarray x not None, cnp.ndarr
 # other goes to the routed Python function, which validates it.
 
 cdef void _small_vjp_kernel(int typenum, int kind, const void* g, const void* y,
-                            const void* z, void* out, Py_ssize_t n_rows,
-                            Py_ssize_t n_cols) noexcept nogil:
+                            const void* z, void* out, const unsigned char* mask,
+                            Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
     """_small_vjp's arithmetic, on the calling thread."""
     if typenum == cnp.NPY_FLOAT32:
         _vjp_rows[float](<const float*>g, n_cols, <const float*>y, n_cols, <const float*>z,
-                         n_cols, <float*>out, n_cols, NULL, n_rows, n_cols, kind, 1)
+                         n_cols, <float*>out, n_cols, mask, n_rows, n_cols, kind, 1)
     else:
         _vjp_rows[double](<const double*>g, n_cols, <const double*>y, n_cols,
-                          <const double*>z, n_cols, <double*>out, n_cols, NULL, n_rows,
+                          <const double*>z, n_cols, <double*>out, n_cols, mask, n_rows,
                           n_cols, kind, 1)
 
 
 cdef void _small_logsumexp_vjp_kernel(int typenum, const void* g, const void* x,
-                                      const void* lse, void* out, Py_ssize_t n_rows,
-                                      Py_ssize_t n_cols) noexcept nogil:
+                                      const void* lse, void* out, const unsigned char* mask,
+                                      Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
     """_small_logsumexp_vjp's arithmetic, on the calling thread."""
     if typenum == cnp.NPY_FLOAT32:
         _logsumexp_vjp_rows[float](<const float*>g, 1, <const float*>x, n_cols,
-                                   <const float*>lse, 1, <float*>out, n_cols, NULL, n_rows,
+                                   <const float*>lse, 1, <float*>out, n_cols, mask, n_rows,
                                    n_cols, 1)
     else:
         _logsumexp_vjp_rows[double](<const double*>g, 1, <const double*>x, n_cols,
-                                    <const double*>lse, 1, <double*>out, n_cols, NULL,
+                                    <const double*>lse, 1, <double*>out, n_cols, mask,
                                     n_rows, n_cols, 1)
 
 
 cdef object _small_vjp(int kind, object g, object y, object z, object axis, object out,
-                       object num_threads):
+                       object where, object num_threads):
     """The whole call of a row VJP (`kind`) on small plain arrays, or None.
 
     g (grad_output) must suit a small call (_small_input); y (output) and z (the logits,
-    sigsoftmax's kinds only) must be plain with g's dtype and shape, and `out`, if given,
-    plain and writeable, each input's own memory or apart from it: the full path's rules
-    for writing directly into `out`, with no conversion to make.
+    sigsoftmax's kinds only) must be plain with g's dtype and shape, `where` None or a
+    plain bool array of that shape, and `out`, if given, plain and writeable, each
+    input's own memory or apart from it: the full path's rules for writing directly into
+    `out`, with no conversion to make.
     """
     cdef cnp.ndarray a = _small_input(g, axis, num_threads)
     if a is None:
+        return None
+    cdef const unsigned char* mask = _small_mask(where, a)
+    if where is not None and mask == NULL:
         return None
     cdef int typenum = cnp.PyArray_TYPE(a)
     cdef int ndim = cnp.PyArray_NDIM(a)
@@ -313,9 +317,9 @@ cdef object _small_vjp(int kind, object g, object y, object z, object axis, obje
     cdef void* od = cnp.PyArray_DATA(<cnp.ndarray>out)
     if n_rows * n_cols >= SMALL_CALL_NOGIL:
         with nogil:
-            _small_vjp_kernel(typenum, kind, gd, yd, zd, od, n_rows, n_cols)
+            _small_vjp_kernel(typenum, kind, gd, yd, zd, od, mask, n_rows, n_cols)
     else:
-        _small_vjp_kernel(typenum, kind, gd, yd, zd, od, n_rows, n_cols)
+        _small_vjp_kernel(typenum, kind, gd, yd, zd, od, mask, n_rows, n_cols)
     return out
 
 
@@ -335,11 +339,14 @@ cdef inline bint _reduced_shape(object a, int typenum, cnp.ndarray x):
 
 
 cdef object _small_logsumexp_vjp(object g, object x, object lse, object axis, object out,
-                                 object num_threads):
+                                 object where, object num_threads):
     """logsumexp_backward's whole call on small plain arrays, or None (as _small_vjp; g
     and lse of the result's shape, not broadcast)."""
     cdef cnp.ndarray a = _small_input(x, axis, num_threads)
     if a is None:
+        return None
+    cdef const unsigned char* mask = _small_mask(where, a)
+    if where is not None and mask == NULL:
         return None
     cdef int typenum = cnp.PyArray_TYPE(a)
     cdef int ndim = cnp.PyArray_NDIM(a)
@@ -361,20 +368,18 @@ cdef object _small_logsumexp_vjp(object g, object x, object lse, object axis, ob
     cdef void* od = cnp.PyArray_DATA(<cnp.ndarray>out)
     if n_rows * n_cols >= SMALL_CALL_NOGIL:
         with nogil:
-            _small_logsumexp_vjp_kernel(typenum, gd, xd, ld, od, n_rows, n_cols)
+            _small_logsumexp_vjp_kernel(typenum, gd, xd, ld, od, mask, n_rows, n_cols)
     else:
-        _small_logsumexp_vjp_kernel(typenum, gd, xd, ld, od, n_rows, n_cols)
+        _small_logsumexp_vjp_kernel(typenum, gd, xd, ld, od, mask, n_rows, n_cols)
     return out
 
 
 cdef inline object _vjp_entry(int op, int kind, object g, object y, object z, object axis,
                               object out, object where, object num_threads):
     """The call of public backward function `op` (_ENTRY_NAMES): small path or routed."""
-    cdef object result
-    if where is None:
-        result = _small_vjp(kind, g, y, z, axis, out, num_threads)
-        if result is not None:
-            return result
+    cdef object result = _small_vjp(kind, g, y, z, axis, out, where, num_threads)
+    if result is not None:
+        return result
     if z is None:
         return _routed[op](g, y, axis, out=out, where=where, num_threads=num_threads)
     return _routed[op](g, y, z, axis, out=out, where=where, num_threads=num_threads)
@@ -403,10 +408,9 @@ def log_sigsoftmax_backward(grad_output, output, x, axis=-1, *, out=None, where=
 
 def logsumexp_backward(grad_output, x, result, axis=-1, *, out=None, where=None,
                        num_threads=None):
-    cdef object answer
-    if where is None:
-        answer = _small_logsumexp_vjp(grad_output, x, result, axis, out, num_threads)
-        if answer is not None:
-            return answer
+    cdef object answer = _small_logsumexp_vjp(grad_output, x, result, axis, out, where,
+                                              num_threads)
+    if answer is not None:
+        return answer
     return _routed[9](grad_output, x, result, axis, out=out, where=where,
                       num_threads=num_threads)

@@ -754,6 +754,14 @@ cdef inline bint _same_or_apart(cnp.ndarray out, cnp.ndarray a):
             or o + cnp.PyArray_NBYTES(out) <= s or s + cnp.PyArray_NBYTES(a) <= o)
 
 
+cdef inline const unsigned char* _small_mask(object where, cnp.ndarray x):
+    """The data of `where` as the kernels' mask when it is a plain bool array of x's shape
+    (the full path's mask, without its broadcast and copy), else NULL."""
+    if where is None or not _plain(where, cnp.NPY_BOOL, cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x)):
+        return NULL
+    return <const unsigned char*>cnp.PyArray_DATA(<cnp.ndarray>where)
+
+
 cdef inline bint _small_threads(object num_threads):
     """Whether `num_threads` needs no validation: None or an exact int >= 1 (a small call
     runs on the calling thread whatever it says, as the full path would)."""
@@ -770,8 +778,8 @@ cdef inline object _entry(int op, object x, object axis, object out, object wher
     """The call of public forward function `op`: the small path when it takes it, else the
     routed function (with `keepdims` for logsumexp, the one function that has it)."""
     cdef object result
-    if where is None and (keepdims is False or keepdims is True):
-        result = _small_forward(x, op, axis, out, num_threads, keepdims is True)
+    if keepdims is False or keepdims is True:
+        result = _small_forward(x, op, axis, out, where, num_threads, keepdims is True)
         if result is not None:
             return result
     if op == 2:
@@ -800,28 +808,29 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None, where=None, num_threads=N
     return _entry(2, x, axis, out, where, num_threads, keepdims)
 
 
-cdef void _small_kernel(int typenum, int op, void* data, void* result, double* scratch,
-                        Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
+cdef void _small_kernel(int typenum, int op, void* data, void* result,
+                        const unsigned char* mask, double* scratch, Py_ssize_t n_rows,
+                        Py_ssize_t n_cols) noexcept nogil:
     """_small_forward's arithmetic, on the calling thread."""
     if typenum == cnp.NPY_FLOAT32:
         if op <= 1:
-            _softmax_rows[float](<float*>data, n_cols, <float*>result, n_cols, NULL,
+            _softmax_rows[float](<float*>data, n_cols, <float*>result, n_cols, mask,
                                  n_rows, n_cols, op == 1, 1)
         elif op == 2:
-            _logsumexp_rows[float](<float*>data, n_cols, <float*>result, 1, NULL, NULL,
-                                   n_rows, n_cols, 1)
+            _logsumexp_rows[float](<float*>data, n_cols, <float*>result, 1, mask,
+                                   <float*>scratch, n_rows, n_cols, 1)
         else:
-            _sigsoftmax_rows[float](<float*>data, n_cols, <float*>result, n_cols, NULL,
+            _sigsoftmax_rows[float](<float*>data, n_cols, <float*>result, n_cols, mask,
                                     scratch, n_rows, n_cols, op == 4, 1)
     else:
         if op <= 1:
-            _softmax_rows[double](<double*>data, n_cols, <double*>result, n_cols, NULL,
+            _softmax_rows[double](<double*>data, n_cols, <double*>result, n_cols, mask,
                                   n_rows, n_cols, op == 1, 1)
         elif op == 2:
-            _logsumexp_rows[double](<double*>data, n_cols, <double*>result, 1, NULL, NULL,
-                                    n_rows, n_cols, 1)
+            _logsumexp_rows[double](<double*>data, n_cols, <double*>result, 1, mask,
+                                    scratch, n_rows, n_cols, 1)
         else:
-            _sigsoftmax_rows[double](<double*>data, n_cols, <double*>result, n_cols, NULL,
+            _sigsoftmax_rows[double](<double*>data, n_cols, <double*>result, n_cols, mask,
                                      scratch, n_rows, n_cols, op == 4, 1)
 
 
@@ -846,19 +855,23 @@ cdef inline cnp.ndarray _small_input(object x, object axis, object num_threads):
     return a
 
 
-cdef object _small_forward(object x, int op, object axis, object out, object num_threads,
-                           bint keepdims):
-    """The whole call fs.<op>(x, axis=axis, out=out, num_threads=num_threads) (logsumexp:
-    and keepdims=keepdims) for a small, plain array along its last axis (_small_input),
-    or None to take the full path.
+cdef object _small_forward(object x, int op, object axis, object out, object where,
+                           object num_threads, bint keepdims):
+    """The whole call fs.<op>(x, axis=axis, out=out, where=where, num_threads=num_threads)
+    (logsumexp: and keepdims=keepdims) for a small, plain array along its last axis
+    (_small_input), or None to take the full path.
 
     op: 0 softmax, 1 log_softmax, 2 logsumexp, 3 sigsoftmax, 4 log_sigsoftmax.  `out`, if
     given, must be plain and writeable (_plain_out) with the result's dtype and shape, and
-    x's own memory or apart from it.  Everything else returns None, and the full path
-    validates it.  Tiny calls then cost about one allocation more than the arithmetic.
+    x's own memory or apart from it; `where`, if given, a plain bool array of x's shape
+    (not broadcast).  Everything else returns None, and the full path validates it.  Tiny
+    calls then cost about one allocation more than the arithmetic.
     """
     cdef cnp.ndarray a = _small_input(x, axis, num_threads)
     if a is None:
+        return None
+    cdef const unsigned char* mask = _small_mask(where, a)
+    if where is not None and mask == NULL:
         return None
     cdef int typenum = cnp.PyArray_TYPE(a)
     cdef int ndim = cnp.PyArray_NDIM(a)
@@ -889,16 +902,17 @@ cdef object _small_forward(object x, int op, object axis, object out, object num
         out = cnp.PyArray_EMPTY(result_ndim, result_dims, typenum, 0)
         result = cnp.PyArray_DATA(<cnp.ndarray>out)
     cdef double* scratch = NULL
-    if op >= 3:
+    if op >= 3 or (op == 2 and mask != NULL):
+        # sigsoftmax's double row; a masked logsumexp's row copy (n_cols values at most)
         scratch = <double*>PyMem_Malloc(n_cols * sizeof(double))
         if scratch == NULL:
             raise MemoryError()
     if size >= SMALL_CALL_NOGIL:
         with nogil:
-            _small_kernel(typenum, op, data, result, scratch, n_rows, n_cols)
+            _small_kernel(typenum, op, data, result, mask, scratch, n_rows, n_cols)
     else:
         # releasing and retaking the GIL would cost more than a few microseconds' work
-        _small_kernel(typenum, op, data, result, scratch, n_rows, n_cols)
+        _small_kernel(typenum, op, data, result, mask, scratch, n_rows, n_cols)
     PyMem_Free(scratch)
     if out is None:
         # a NumPy scalar of the input's dtype, as the full path returns for a 0-d result
