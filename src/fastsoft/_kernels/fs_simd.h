@@ -558,7 +558,25 @@ FS_exp_store_sum_block_f32(const float *x, float *y, FS_v8f s, const int count, 
         memcpy(&in[k], x + 8 * k, sizeof in[k]);
         e[k] = in[k] - s;
     }
-    FS_expf_lanes(e, count, normal);
+    if (normal) {
+        FS_expf_lanes(e, count, 1);
+    } else {
+        /* a row with values out of the short path's range (-inf logits, masked entries)
+           decides per block: most blocks are all in range or all out of it (causal
+           masks), and those take the short path or are 0 -- the general path's bits */
+        FS_v8i in_range = FS_ge8f(e[0], FS_splat8f(-87.0f)) & FS_le8f(e[0], FS_splat8f(88.0f));
+        FS_v8i below = FS_lt8f(e[0], FS_splat8f(-104.0f));
+        for (int k = 1; k < count; k++) {
+            in_range &= FS_ge8f(e[k], FS_splat8f(-87.0f)) & FS_le8f(e[k], FS_splat8f(88.0f));
+            below &= FS_lt8f(e[k], FS_splat8f(-104.0f));
+        }
+        if (FS_all4((FS_v4l)in_range))
+            FS_expf_lanes(e, count, 1);
+        else if (FS_all4((FS_v4l)below))
+            FS_EACH(k, count) e[k] = FS_splat8f(0.0f);
+        else
+            FS_expf_lanes(e, count, 0);
+    }
     if (y)
         FS_EACH(k, count) memcpy(y + 8 * k, &e[k], sizeof e[k]);
     if (ties)
@@ -724,7 +742,23 @@ FS_exp_store_sum_block_f64(const double *x, double *y, FS_v4d s, const int count
         memcpy(&in[k], x + 4 * k, sizeof in[k]);
         e[k] = in[k] - s;
     }
-    FS_exp_lanes(e, count, normal);
+    if (normal) {
+        FS_exp_lanes(e, count, 1);
+    } else {
+        /* per block, as FS_exp_store_sum_block_f32 */
+        FS_v4l in_range = FS_ge4d(e[0], FS_splat4d(-708.0)) & FS_le4d(e[0], FS_splat4d(709.0));
+        FS_v4l below = FS_lt4d(e[0], FS_splat4d(-746.0));
+        for (int k = 1; k < count; k++) {
+            in_range &= FS_ge4d(e[k], FS_splat4d(-708.0)) & FS_le4d(e[k], FS_splat4d(709.0));
+            below &= FS_lt4d(e[k], FS_splat4d(-746.0));
+        }
+        if (FS_all4(in_range))
+            FS_exp_lanes(e, count, 1);
+        else if (FS_all4(below))
+            FS_EACH(k, count) e[k] = FS_splat4d(0.0);
+        else
+            FS_exp_lanes(e, count, 0);
+    }
     if (y)
         FS_EACH(k, count) memcpy(y + 4 * k, &e[k], sizeof e[k]);
     if (ties)
@@ -1486,12 +1520,17 @@ static inline void FS_two_minus_sigmoid_f32(const float *z, float *c, ptrdiff_t 
    its range (-inf, far tails); the same bits either way */
 static inline __attribute__((always_inline)) void FS_exp_nonpositive_lanes(FS_v4d *e, const int count)
 {
-    FS_v4l far = {0, 0, 0, 0};
-    FS_EACH(h, count) far |= FS_lt4d(e[h], FS_splat4d(-708.0));
-    if (FS_any4(far))
-        FS_exp_lanes(e, count, 0);
-    else
+    FS_v4l far = {0, 0, 0, 0}, zero = ~far;
+    FS_EACH(h, count) {
+        far |= FS_lt4d(e[h], FS_splat4d(-708.0));
+        zero &= FS_lt4d(e[h], FS_splat4d(-746.0));
+    }
+    if (!FS_any4(far))
         FS_exp_lanes(e, count, 1);
+    else if (FS_all4(zero))                 /* -inf outputs only: 0, the general path's */
+        FS_EACH(h, count) e[h] = FS_splat4d(0.0);
+    else
+        FS_exp_lanes(e, count, 0);
 }
 
 /* sigsoftmax's factor 2 - sigmoid(z) on count double vectors, as FS_sigmoid computes it */
@@ -1719,10 +1758,16 @@ FS_vjp_block_f32(const float *g, const float *y, const float *z, float *out, ptr
         const FS_v8f low = FS_splat8f(-87.0f), high = FS_splat8f(88.0f);
         const FS_v8i outside = ~(FS_ge8f(yv[0], low) & FS_le8f(yv[0], high))
                                | ~(FS_ge8f(yv[1], low) & FS_le8f(yv[1], high));
-        if (FS_any8(outside))
-            FS_expf_lanes(yv, 2, 0);
-        else
+        /* a block of -inf outputs only (masked entries): exp is 0 there, as the general
+           path makes it */
+        const FS_v8i zero = FS_lt8f(yv[0], FS_splat8f(-104.0f))
+                            & FS_lt8f(yv[1], FS_splat8f(-104.0f));
+        if (!FS_any8(outside))
             FS_expf_lanes(yv, 2, 1);
+        else if (FS_all4((FS_v4l)zero))
+            yv[0] = yv[1] = FS_splat8f(0.0f);
+        else
+            FS_expf_lanes(yv, 2, 0);
     }
     for (int h = 0; h < 2; h++) {
         FS_widen8f(gv[h], &gd[2 * h], &gd[2 * h + 1]);
