@@ -525,6 +525,36 @@ def test_index_cross_entropy_row_agrees_with_one_hot_probabilities(shape, dtype,
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(300, 1000), (5, 3), (2000, 10), (3, 40000), (2, 300_000)])
+@pytest.mark.parametrize("smoothing", [0.1, 1.0])
+def test_smoothed_index_row_agrees_with_one_hot_probabilities(shape, dtype, smoothing):
+    # label smoothing with index targets and no class weights takes the index row (rows
+    # within 1 MiB); one-hot probability targets with the same smoothing take the general
+    # row: the same loss and gradient to the rounding, for every reduction's factor
+    rng = np.random.default_rng(sum(shape) + 1)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    x[0, 0] = -np.inf                                   # an infinite smoothed loss
+    target = rng.integers(0, shape[1], shape[0])
+    target[0] = 1
+    target[-1] = -100                                   # an ignored row
+    one_hot = np.zeros(shape, dtype=dtype)
+    one_hot[np.arange(shape[0] - 1), target[:-1]] = 1
+    kwargs = {"label_smoothing": smoothing, "return_grad": True, "reduction": "none"}
+    loss_i, grad_i = fs.cross_entropy(x, target, **kwargs)
+    loss_q, grad_q = fs.cross_entropy(x[:-1], one_hot[:-1], **kwargs)
+    rtol = 4e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(loss_i[:-1], loss_q, rtol=rtol)
+    assert loss_i[0] == np.inf and loss_i[-1] == 0
+    np.testing.assert_allclose(grad_i[:-1], grad_q, rtol=rtol,
+                               atol=rtol * np.abs(grad_q).max())
+    assert not grad_i[-1].any()
+    # explicit unit weights take the same row; other weights the general one
+    loss_w, grad_w = fs.cross_entropy(x, target, weight=np.ones(shape[1]), **kwargs)
+    np.testing.assert_array_equal(loss_w, loss_i)
+    np.testing.assert_array_equal(grad_w, grad_i)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("activation", ("softmax", "sigsoftmax"))
 @pytest.mark.parametrize("n_cols", (1, 2, 3, 5, 8, 10, 15, 16, 17, 24, 31, 32))
 def test_short_row_cross_entropy_equals_the_row_loop(activation, dtype, n_cols):

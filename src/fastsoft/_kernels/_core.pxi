@@ -35,7 +35,7 @@ from fastsoft._kernels._shims cimport (
     FS_max_f32, FS_max_f64, FS_minmax_f32, FS_minmax_f64, FS_short_exp_f32, FS_short_exp_f64,
     FS_sum_f64, FS_sum_plain_f64,
     FS_exp_store_sum_f32, FS_exp_store_sum_f64, FS_exp_sum_off_max_f32, FS_exp_sum_off_max_f64,
-    FS_scale_f32, FS_divide_f64, FS_log_normalize_f32, FS_log_normalize_f64,
+    FS_scale_f32, FS_divide_f64, FS_affine_f32, FS_affine_f64, FS_log_normalize_f32, FS_log_normalize_f64,
     FS_sigsoftmax_gap_f32, FS_sigsoftmax_gap_f64, FS_sigsoftmax_gap_f32f,
     FS_sigsoftmax_terms_f64, FS_sigsoftmax_terms_f32, FS_sum_as_exp_f64,
     FS_transpose8x8_f32, FS_transpose4x4_f64, FS_dot_f32, FS_dot_f64, FS_vjp_f32, FS_vjp_f64,

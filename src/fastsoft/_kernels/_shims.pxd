@@ -26,6 +26,8 @@ cdef extern from "fs_simd.h" nogil:
     double FS_exp_store_sum_off_max_f32(const float* x, float* y, Py_ssize_t n, float m, Py_ssize_t* ties, bint short_exp, const float* ahead) noexcept
     double FS_exp_store_sum_off_max_f64(const double* x, double* y, Py_ssize_t n, double m, Py_ssize_t* ties, bint short_exp, const double* ahead) noexcept
     void FS_scale_f32(float* y, Py_ssize_t n, double inverse) noexcept
+    void FS_affine_f32(float* y, Py_ssize_t n, double k, double c) noexcept
+    void FS_affine_f64(double* y, Py_ssize_t n, double k, double c) noexcept
     void FS_divide_f64(double* y, Py_ssize_t n, double total) noexcept
     void FS_log_normalize_f32(const float* x, float* y, Py_ssize_t n, float m, double log_norm) noexcept
     void FS_log_normalize_f64(const double* x, double* y, Py_ssize_t n, double m, double log_norm) noexcept

@@ -704,6 +704,44 @@ static inline void FS_scale_f32(float *y, ptrdiff_t n, double inverse)
         y[j] = y[j] * hi + y[j] * lo;
 }
 
+/* y[j] = y[j] k - c formed in double and rounded once to float (one FMA where the build
+   has it): cross-entropy's gradient with label smoothing, s (e_j / S - eps / C) with
+   k = s / S and c = s eps / C */
+static inline void FS_affine_f32(float *y, ptrdiff_t n, double k, double c)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d kv = FS_splat4d(k), cv = FS_splat4d(c);
+    FS_v8f a;
+    FS_v4d lo, hi;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, y + j, sizeof a);
+        FS_widen8f(a, &lo, &hi);
+        a = FS_narrow8f(lo * kv - cv, hi * kv - cv);
+        memcpy(y + j, &a, sizeof a);
+    }
+#endif
+    for (; j < n; j++)
+        y[j] = (float)((double)y[j] * k - c);
+}
+
+/* y[j] = y[j] k - c rounded once (FS_affine_f32 for double rows) */
+static inline void FS_affine_f64(double *y, ptrdiff_t n, double k, double c)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d kv = FS_splat4d(k), cv = FS_splat4d(c);
+    FS_v4d a;
+    for (; j + 4 <= n; j += 4) {
+        memcpy(&a, y + j, sizeof a);
+        a = a * kv - cv;
+        memcpy(y + j, &a, sizeof a);
+    }
+#endif
+    for (; j < n; j++)
+        y[j] = y[j] * k - c;
+}
+
 /* y[j] = (x[j] - m) - log_norm (y may be x), in float: both terms have the sign of the
    result (x - m <= 0 <= log_norm), so nothing cancels and the three roundings stay within
    1.5 u of |y|, inside the log outputs' 4 u bound (docs/numerics.md). */
