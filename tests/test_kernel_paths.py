@@ -944,3 +944,22 @@ def test_cross_entropy_inputs_inside_grad_out():
         assert out is grad
         np.testing.assert_array_equal(loss, expected_loss)
         np.testing.assert_array_equal(grad, expected_grad)
+
+
+@pytest.mark.parametrize("name", ("softmax", "log_softmax_backward"))
+def test_mask_inside_out(name):
+    # a bool `where` stored in the memory `out` is written to: each row still uses its
+    # own mask (the compiled entry declines; the full path copies the mask first).
+    # Without those, the first row's output overwrote the masks of the rows after it.
+    x = _rows(4, 40, np.float32, seed=23)
+    mask = np.random.default_rng(24).random((4, 40)) < 0.7
+    func = getattr(fs, name)
+    args = (x,) if name == "softmax" else (x, fs.log_softmax(x, where=mask))
+    expected = func(*args, where=mask)
+    for call in (func, func.__wrapped__):
+        raw = np.zeros(4 * 40 * 4, np.uint8)
+        where = raw[:160].view(bool).reshape(4, 40)        # the first row of out
+        out = raw.view(np.float32).reshape(4, 40)
+        where[...] = mask
+        assert call(*args, where=where, out=out) is out
+        np.testing.assert_array_equal(out, expected)

@@ -103,7 +103,7 @@ def _transform(name, kernel, log_output, x, axis, out, where, num_threads):
         return target
     x_rows = rows_of(x, axis)
     rows, direct = result_rows(target, axis, x.dtype, out is None, x_rows)
-    kernel(x_rows, rows, None if mask is None else mask_rows(mask, axis), log_output,
+    kernel(x_rows, rows, None if mask is None else mask_rows(mask, axis, rows), log_output,
            resolve_threads(num_threads, x.size))
     if not direct:
         write_back(target, axis, rows)
@@ -422,7 +422,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None, where=None, num_threads=N
                 direct = None
         result = direct if direct is not None else np.empty(n_rows, dtype=x.dtype)
         _kernels.core.logsumexp_rows(
-            x_rows, result, None if mask is None else mask_rows(mask, axis),
+            x_rows, result, None if mask is None else mask_rows(mask, axis, result),
             resolve_threads(num_threads, x.size))
         if direct is None:
             np.copyto(target, result.reshape(reduced_shape), casting="unsafe")

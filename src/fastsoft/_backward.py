@@ -75,7 +75,7 @@ def _vjp(name, kind, arrays, axis, out, where, num_threads):
     grad_rows, output_rows = input_rows[:2]
     logits_rows = input_rows[2] if len(input_rows) == 3 else None
     _kernels.core.vjp_rows(kind, grad_rows, output_rows, logits_rows, rows,
-                           None if mask is None else mask_rows(mask, axis),
+                           None if mask is None else mask_rows(mask, axis, rows),
                            resolve_threads(num_threads, arrays[0].size))
     if not direct:
         write_back(target, axis, rows)
@@ -336,7 +336,7 @@ def logsumexp_backward(grad_output, x, result, axis=-1, *, out=None, where=None,
     r_vector = np.require(result, requirements=["C", "A"]).reshape(n_rows)
     rows, direct = result_rows(target, axis, x.dtype, out is None, x_rows, g_vector, r_vector)
     _kernels.core.logsumexp_vjp_rows(g_vector, x_rows, r_vector, rows,
-                                     None if mask is None else mask_rows(mask, axis),
+                                     None if mask is None else mask_rows(mask, axis, rows),
                                      resolve_threads(num_threads, x.size))
     if not direct:
         write_back(target, axis, rows)

@@ -55,9 +55,14 @@ def rows_of(a, axis):
     return rows
 
 
-def mask_rows(mask, axis):
-    """A broadcast boolean mask as C-contiguous kernel rows (a fresh array)."""
-    return np.ascontiguousarray(_moved(mask, axis)).reshape(rows_shape(mask.shape, axis))
+def mask_rows(mask, axis, written):
+    """A broadcast boolean mask as C-contiguous kernel rows, never sharing memory with
+    `written`, the array the kernel writes (a mask inside it would be overwritten before
+    the rows after the first read it)."""
+    rows = np.ascontiguousarray(_moved(mask, axis)).reshape(rows_shape(mask.shape, axis))
+    if np.may_share_memory(rows, written):
+        rows = rows.copy()
+    return rows
 
 
 def _address(a):

@@ -307,7 +307,8 @@ cdef object _small_vjp(int kind, object g, object y, object z, object axis, obje
         out = cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
     elif not (_plain_out(out, typenum, ndim, dims) and _same_or_apart(<cnp.ndarray>out, a)
               and _same_or_apart(<cnp.ndarray>out, <cnp.ndarray>y)
-              and (z is None or _same_or_apart(<cnp.ndarray>out, <cnp.ndarray>z))):
+              and (z is None or _same_or_apart(<cnp.ndarray>out, <cnp.ndarray>z))
+              and (where is None or _apart(<cnp.ndarray>out, where))):
         return None
     cdef Py_ssize_t n_cols = dims[ndim - 1]
     cdef Py_ssize_t n_rows = cnp.PyArray_SIZE(a) // n_cols
@@ -358,7 +359,8 @@ cdef object _small_logsumexp_vjp(object g, object x, object lse, object axis, ob
         out = cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
     elif not (_plain_out(out, typenum, ndim, dims) and _same_or_apart(<cnp.ndarray>out, a)
               and _same_or_apart(<cnp.ndarray>out, <cnp.ndarray>g)
-              and _same_or_apart(<cnp.ndarray>out, <cnp.ndarray>lse)):
+              and _same_or_apart(<cnp.ndarray>out, <cnp.ndarray>lse)
+              and (where is None or _apart(<cnp.ndarray>out, where))):
         return None
     cdef Py_ssize_t n_cols = dims[ndim - 1]
     cdef Py_ssize_t n_rows = cnp.PyArray_SIZE(a) // n_cols

@@ -754,6 +754,13 @@ cdef inline bint _same_or_apart(cnp.ndarray out, cnp.ndarray a):
             or o + cnp.PyArray_NBYTES(out) <= s or s + cnp.PyArray_NBYTES(a) <= o)
 
 
+cdef inline bint _apart(cnp.ndarray a, object b):
+    """Whether ndarrays a and b (both plain) have no memory in common, by byte ranges."""
+    cdef char* p = cnp.PyArray_BYTES(a)
+    cdef char* q = cnp.PyArray_BYTES(<cnp.ndarray>b)
+    return p + cnp.PyArray_NBYTES(a) <= q or q + cnp.PyArray_NBYTES(<cnp.ndarray>b) <= p
+
+
 cdef inline const unsigned char* _small_mask(object where, cnp.ndarray x):
     """The data of `where` as the kernels' mask when it is a plain bool array of x's shape
     (the full path's mask, without its broadcast and copy), else NULL."""
@@ -895,8 +902,9 @@ cdef object _small_forward(object x, int op, object axis, object out, object whe
         result_dims = kept
     if out is not None:
         if not (_plain_out(out, typenum, result_ndim, result_dims)
-                and _same_or_apart(<cnp.ndarray>out, a)):
-            return None
+                and _same_or_apart(<cnp.ndarray>out, a)
+                and (where is None or _apart(<cnp.ndarray>out, where))):
+            return None             # (the full path copies the mask first)
         result = cnp.PyArray_DATA(<cnp.ndarray>out)
     elif result_ndim > 0:
         out = cnp.PyArray_EMPTY(result_ndim, result_dims, typenum, 0)

@@ -528,13 +528,6 @@ cdef inline int _reduction_code(object reduction):
     return -1
 
 
-cdef inline bint _apart(cnp.ndarray a, object b):
-    """Whether ndarrays a and b have no memory in common (by their byte ranges)."""
-    cdef char* p = cnp.PyArray_BYTES(a)
-    cdef char* q = cnp.PyArray_BYTES(<cnp.ndarray>b)
-    return p + cnp.PyArray_NBYTES(a) <= q or q + cnp.PyArray_NBYTES(<cnp.ndarray>b) <= p
-
-
 cdef void _small_cross_entropy_kernel(int typenum, const void* x, Py_ssize_t n_rows,
                                       Py_ssize_t n_cols, const long long* targets,
                                       long long ignore_index, bint sigsoftmax,
