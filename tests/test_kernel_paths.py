@@ -433,8 +433,10 @@ def test_small_cross_entropy_calls_equal_the_full_path(activation, shape, dtype)
     target = rng.integers(0, shape[-1], shape[:-1])
     if target.size > 1:
         target.reshape(-1)[1] = -100                                 # an ignored row
-    for reduction in ("mean", "sum", "none"):
-        kwargs = {"reduction": reduction, "activation": activation}
+    for reduction, smoothing in (("mean", 0.0), ("sum", 0.0), ("none", 0.0), ("mean", 0.1),
+                                 ("none", 1.0)):
+        kwargs = {"reduction": reduction, "activation": activation,
+                  "label_smoothing": smoothing}
         loss = fs.cross_entropy(x, target, **kwargs)
         expected = fs.cross_entropy.__wrapped__(x, target, num_threads=1, **kwargs)
         assert type(loss) is type(expected) and np.shape(loss) == np.shape(expected)
@@ -468,7 +470,7 @@ def test_small_cross_entropy_calls_pass_other_inputs_to_the_full_path():
     x = _rows(6, 20, np.float32, seed=15)
     target = np.array([1, 2, 3, 4, 5, 19])
     full = fs.cross_entropy.__wrapped__
-    for kwargs in ({"weight": np.linspace(0.5, 2.0, 20)}, {"label_smoothing": 0.1},
+    for kwargs in ({"weight": np.linspace(0.5, 2.0, 20)}, {"label_smoothing": np.float64(0.1)},
                    {"return_grad": True, "grad_output": np.float32(2.0)},
                    {"ignore_index": np.int64(3)}, {"axis": 1}):
         got, expected = fs.cross_entropy(x, target, **kwargs), full(x, target, **kwargs)
@@ -483,6 +485,8 @@ def test_small_cross_entropy_calls_pass_other_inputs_to_the_full_path():
         fs.cross_entropy(x, np.array([1, 2, 3, 4, 5, 20]))
     with pytest.raises(ValueError, match="reduction"):
         fs.cross_entropy(x, target, reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        fs.cross_entropy(x, target, label_smoothing=1.5)
     with pytest.raises(ValueError, match="activation"):
         fs.cross_entropy(x, target, activation="sparsemax")
     with pytest.raises(ValueError, match="return_grad"):

@@ -506,7 +506,7 @@ def loss_total(cnp.ndarray losses not None):
 
 # ---------------------------------------------------------------------------------------
 # cross_entropy's compiled entry (see _core.pxi's small_call_entry): the common call --
-# index targets, no class weights or smoothing, no grad_output -- on small plain arrays
+# index targets, no class weights or grad_output, any smoothing -- on small plain arrays
 # runs here on the calling thread; any other goes to the routed Python function.
 
 cdef enum:
@@ -530,8 +530,8 @@ cdef inline int _reduction_code(object reduction):
 
 cdef void _small_cross_entropy_kernel(int typenum, const void* x, Py_ssize_t n_rows,
                                       Py_ssize_t n_cols, const long long* targets,
-                                      long long ignore_index, bint sigsoftmax,
-                                      double* buffer, void* grad,
+                                      long long ignore_index, double smoothing,
+                                      bint sigsoftmax, double* buffer, void* grad,
                                       double grad_scale) noexcept nogil:
     """_small_cross_entropy's arithmetic, on the calling thread.  buffer: n_rows losses,
     then n_cols unit weights, then 2 n_cols of scratch."""
@@ -541,13 +541,13 @@ cdef void _small_cross_entropy_kernel(int typenum, const void* x, Py_ssize_t n_r
         weights[j] = 1.0
     if typenum == cnp.NPY_FLOAT32:
         _cross_entropy_rows[float](<const float*>x, n_cols, n_rows, n_cols, targets,
-                                   ignore_index, NULL, 0, weights, <double>n_cols, 0.0,
-                                   sigsoftmax, weights + n_cols, buffer, <float*>grad,
+                                   ignore_index, NULL, 0, weights, <double>n_cols,
+                                   smoothing, sigsoftmax, weights + n_cols, buffer, <float*>grad,
                                    n_cols, NULL, grad_scale, 1, True)
     else:
         _cross_entropy_rows[double](<const double*>x, n_cols, n_rows, n_cols, targets,
-                                    ignore_index, NULL, 0, weights, <double>n_cols, 0.0,
-                                    sigsoftmax, weights + n_cols, buffer, <double*>grad,
+                                    ignore_index, NULL, 0, weights, <double>n_cols,
+                                    smoothing, sigsoftmax, weights + n_cols, buffer, <double*>grad,
                                     n_cols, NULL, grad_scale, 1, True)
 
 
@@ -560,16 +560,16 @@ cdef object _small_cross_entropy(object logits, object target, object axis, obje
 
     Taken for small plain logits along their last axis (_small_input), a plain int64
     target of the batch shape whose labels are all in range or ignore_index (an exact
-    int), no weight, no smoothing, no grad_output, `reduction` and `activation` among
-    their exact strings, and `grad_out` (with return_grad) plain and apart from both
-    inputs.  The numbers are the full path's: the same row kernels, the same
+    int), no weight, a label_smoothing in [0, 1], no grad_output, `reduction` and
+    `activation` among their exact strings, and `grad_out` (with return_grad) plain and
+    apart from both inputs.  The numbers are the full path's: the same row kernels, the same
     denominators and factors, the same sum of the losses (_loss_total).
     """
     cdef int code = _reduction_code(reduction)
     if (code < 0 or weight is not None or grad_output is not None
             or type(return_grad) is not bool or type(ignore_index) is not int
             or not (type(label_smoothing) is float or type(label_smoothing) is int)
-            or label_smoothing != 0):
+            or not 0 <= label_smoothing <= 1):
         return None
     if type(activation) is not str or not (activation == "softmax"
                                            or activation == "sigsoftmax"):
@@ -613,6 +613,7 @@ cdef object _small_cross_entropy(object logits, object target, object axis, obje
     if buffer == NULL:
         raise MemoryError()
     cdef bint sigsoftmax = activation == "sigsoftmax"
+    cdef double smoothing = label_smoothing
     cdef void* data = cnp.PyArray_DATA(x)
     cdef double total
     cdef float total_f32
@@ -621,10 +622,10 @@ cdef object _small_cross_entropy(object logits, object target, object axis, obje
         if n_rows * n_cols >= SMALL_CALL_NOGIL:
             with nogil:
                 _small_cross_entropy_kernel(typenum, data, n_rows, n_cols, labels, ignore,
-                                            sigsoftmax, buffer, grad, grad_scale)
+                                            smoothing, sigsoftmax, buffer, grad, grad_scale)
         else:
             _small_cross_entropy_kernel(typenum, data, n_rows, n_cols, labels, ignore,
-                                        sigsoftmax, buffer, grad, grad_scale)
+                                        smoothing, sigsoftmax, buffer, grad, grad_scale)
         if code == REDUCE_NONE:
             losses = cnp.PyArray_EMPTY(ndim - 1, dims, typenum, 0)
             if typenum == cnp.NPY_FLOAT32:
