@@ -186,7 +186,8 @@ def test_small_calls_with_keywords(name):
     expected = func.__wrapped__(x, axis=-1, num_threads=1)      # full path
     for kwargs in ({"axis": -1}, {"axis": 1}, {"num_threads": 2}, {"axis": -1, "num_threads": 1}):
         np.testing.assert_array_equal(func(x, **kwargs), expected)
-    # keywords the small-call entry declines still work or fail as on the full path
+    # axis 0 (the entry moves the columns into rows), an axis of another int type (declined)
+    # and bad values still work or fail as on the full path
     assert_matches_reference(name, func(x, axis=0), x, axis=0)
     assert_matches_reference(name, func(x, axis=np.int64(1)), x, axis=1)
     with pytest.raises(ValueError):
@@ -258,6 +259,39 @@ def test_small_calls_with_other_outs_take_the_full_path(name):
         fs.logsumexp(x, out=np.zeros(8, np.float32)[::4])           # logsumexp: full path
     np.testing.assert_array_equal(fs.logsumexp(x, out=np.zeros(4, np.float32)),
                                   fs.logsumexp.__wrapped__(x))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(10, 8), (3, 4, 5), (2, 3, 4, 5), (7, 1), (1, 7), (32, 64)],
+                         ids=["10x8", "3x4x5", "2x3x4x5", "7x1", "1x7", "32x64"])
+@pytest.mark.parametrize("name", FORWARD)
+def test_small_calls_along_other_axes(name, shape, dtype):
+    # up to 2048 values, a non-last axis is answered by the compiled entry too (columns
+    # moved into rows and back): the full path's bits, into out and in place, every axis
+    func = getattr(fs, name)
+    x = _rows(int(np.prod(shape[:-1])), shape[-1], dtype, seed=25).reshape(shape)
+    x.reshape(-1)[3] = -np.inf
+    for axis in range(-len(shape), len(shape)):
+        for keepdims in ((False, True) if name == "logsumexp" else (False,)):
+            kwargs = {"keepdims": True} if keepdims else {}
+            full = func.__wrapped__(x, axis=axis, **kwargs)
+            small = func(x, axis=axis, **kwargs)
+            assert type(small) is type(full) and np.shape(small) == np.shape(full)
+            np.testing.assert_array_equal(small, full)
+            raw, out = _guarded(np.shape(full), dtype)
+            assert func(x, axis=axis, out=out, **kwargs) is out
+            np.testing.assert_array_equal(out, full)
+            _assert_guard_intact(raw)
+            if name != "logsumexp":
+                work = x.copy()
+                assert func(work, axis=axis, out=work) is work
+                np.testing.assert_array_equal(work, full)
+        assert_matches_reference(name, func(x, axis=axis), x, axis=axis)
+    # a mask along another axis is left to the full path
+    mask = np.ones(shape, dtype=bool)
+    mask.reshape(-1)[0] = False
+    np.testing.assert_array_equal(func(x, axis=0, where=mask),
+                                  func.__wrapped__(x, axis=0, where=mask))
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
