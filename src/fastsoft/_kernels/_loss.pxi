@@ -439,12 +439,19 @@ def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_
     if n_rows == 0 or n_cols == 0:
         return losses
     n_threads = max(1, min(n_threads, n_rows))
-    cdef bint unit_weights = True
+    # whether every class weight is 1 matters only to smoothed index rows that fit the
+    # index row: scanned only then (a scan of 8x1000000's million weights on every call
+    # took its float32 cross-entropy from 2.5 to 4.8 ms), without a branch so that it
+    # vectorizes
+    cdef bint unit_weights = False
+    cdef int all_ones = 1
     cdef Py_ssize_t j
-    for j in range(n_cols):
-        if weight_data[j] != 1.0:
-            unit_weights = False
-            break
+    if (smoothing != 0 and target_data != NULL and not sigsoftmax
+            and n_cols * cnp.PyArray_ITEMSIZE(x) <= LONG_ROW_BYTES):
+        with nogil:
+            for j in range(n_cols):
+                all_ones &= weight_data[j] == 1.0
+        unit_weights = all_ones
     # per thread: 2 rows of doubles (sigsoftmax's gaps and gradient factors)
     cdef cnp.ndarray scratch = np.empty(n_threads * 2 * n_cols, dtype=np.float64)
     cdef double* scratch_data = <double*>cnp.PyArray_DATA(scratch)
