@@ -295,6 +295,33 @@ def test_small_calls_along_other_axes(name, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(10, 8), (3, 4, 5), (2, 3, 4, 5), (7, 1), (32, 64)],
+                         ids=["10x8", "3x4x5", "2x3x4x5", "7x1", "32x64"])
+@pytest.mark.parametrize("name", ROW_BACKWARD)
+def test_small_backward_calls_along_other_axes(name, shape, dtype):
+    # the row VJPs along a non-last axis up to 2048 values, through the same moves: the
+    # full path's bits, into out and in place, and the formula's values
+    func = getattr(fs, name)
+    forward = name[:-len("_backward")]
+    x = _rows(int(np.prod(shape[:-1])), shape[-1], dtype, seed=26).reshape(shape)
+    g = _rows(int(np.prod(shape[:-1])), shape[-1], dtype, seed=27).reshape(shape)
+    for axis in range(-len(shape), len(shape)):
+        y = getattr(fs, forward)(x, axis=axis)
+        args = (g, y, x) if forward.startswith(("sig", "log_sig")) else (g, y)
+        full = func.__wrapped__(*args, axis=axis)
+        small = func(*args, axis=axis)
+        np.testing.assert_array_equal(small, full)
+        raw, out = _guarded(shape, dtype)
+        assert func(*args, axis=axis, out=out) is out
+        np.testing.assert_array_equal(out, full)
+        _assert_guard_intact(raw)
+        work = g.copy()
+        assert func(work, *args[1:], axis=axis, out=work) is work
+        np.testing.assert_array_equal(work, full)
+        assert_backward_matches_formula(forward, small, g, x, y, axis=axis)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("shape", SMALL_SHAPES, ids=SMALL_IDS)
 def test_small_logsumexp_calls_with_keepdims_and_out(shape, dtype):
     # keepdims and out= (of the reduced or the kept shape) are answered by the compiled

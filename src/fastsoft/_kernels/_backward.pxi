@@ -290,9 +290,13 @@ cdef object _small_vjp(int kind, object g, object y, object z, object axis, obje
     sigsoftmax's kinds only) must be plain with g's dtype and shape, `where` None or a
     plain bool array of that shape, and `out`, if given, plain and writeable, each
     input's own memory or apart from it: the full path's rules for writing directly into
-    `out`, with no conversion to make.
+    `out`, with no conversion to make.  Along a non-last axis (up to
+    SMALL_COLUMN_ELEMENTS values, no mask) the inputs' columns are moved into rows of a
+    buffer and the result moved back, as _small_forward does: the full path's transposed
+    rows.
     """
-    cdef cnp.ndarray a = _small_input(g, axis, num_threads)
+    cdef int k = 0
+    cdef cnp.ndarray a = _small_input(g, axis, num_threads, &k)
     if a is None:
         return None
     cdef const unsigned char* mask = _small_mask(where, a)
@@ -301,6 +305,8 @@ cdef object _small_vjp(int kind, object g, object y, object z, object axis, obje
     cdef int typenum = cnp.PyArray_TYPE(a)
     cdef int ndim = cnp.PyArray_NDIM(a)
     cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
+    if k != ndim - 1 and (where is not None or cnp.PyArray_SIZE(a) > SMALL_COLUMN_ELEMENTS):
+        return None
     if not _plain(y, typenum, ndim, dims) or (z is not None and not _plain(z, typenum, ndim, dims)):
         return None
     if out is None:
@@ -310,17 +316,49 @@ cdef object _small_vjp(int kind, object g, object y, object z, object axis, obje
               and (z is None or _same_or_apart(<cnp.ndarray>out, <cnp.ndarray>z))
               and (where is None or _apart(<cnp.ndarray>out, where))):
         return None
-    cdef Py_ssize_t n_cols = dims[ndim - 1]
-    cdef Py_ssize_t n_rows = cnp.PyArray_SIZE(a) // n_cols
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
+    cdef Py_ssize_t n_cols = dims[k]
+    cdef Py_ssize_t n_rows = size // n_cols
     cdef void* gd = cnp.PyArray_DATA(a)
     cdef void* yd = cnp.PyArray_DATA(<cnp.ndarray>y)
     cdef void* zd = NULL if z is None else cnp.PyArray_DATA(<cnp.ndarray>z)
     cdef void* od = cnp.PyArray_DATA(<cnp.ndarray>out)
-    if n_rows * n_cols >= SMALL_CALL_NOGIL:
-        with nogil:
+    if k == ndim - 1:
+        if size >= SMALL_CALL_NOGIL:
+            with nogil:
+                _small_vjp_kernel(typenum, kind, gd, yd, zd, od, mask, n_rows, n_cols)
+        else:
             _small_vjp_kernel(typenum, kind, gd, yd, zd, od, mask, n_rows, n_cols)
+        return out
+    # a non-last axis: g, y (and z) moved into rows, the VJP into a fourth part, moved back
+    cdef Py_ssize_t outer = 1, inner, itemsize = cnp.PyArray_ITEMSIZE(a)
+    cdef int i
+    for i in range(k):
+        outer *= dims[i]
+    inner = size // (outer * n_cols)
+    cdef char* rows = <char*>PyMem_Malloc(4 * size * itemsize)
+    if rows == NULL:
+        raise MemoryError()
+    cdef char* part[4]
+    for i in range(4):
+        part[i] = rows + i * size * itemsize
+    if typenum == cnp.NPY_FLOAT32:
+        _move_columns[float](<float*>gd, <float*>part[0], outer, n_cols, inner, False)
+        _move_columns[float](<float*>yd, <float*>part[1], outer, n_cols, inner, False)
+        if zd != NULL:
+            _move_columns[float](<float*>zd, <float*>part[2], outer, n_cols, inner, False)
     else:
-        _small_vjp_kernel(typenum, kind, gd, yd, zd, od, mask, n_rows, n_cols)
+        _move_columns[double](<double*>gd, <double*>part[0], outer, n_cols, inner, False)
+        _move_columns[double](<double*>yd, <double*>part[1], outer, n_cols, inner, False)
+        if zd != NULL:
+            _move_columns[double](<double*>zd, <double*>part[2], outer, n_cols, inner, False)
+    _small_vjp_kernel(typenum, kind, part[0], part[1], part[2] if zd != NULL else NULL,
+                      part[3], NULL, n_rows, n_cols)
+    if typenum == cnp.NPY_FLOAT32:
+        _move_columns[float](<float*>od, <float*>part[3], outer, n_cols, inner, True)
+    else:
+        _move_columns[double](<double*>od, <double*>part[3], outer, n_cols, inner, True)
+    PyMem_Free(rows)
     return out
 
 
