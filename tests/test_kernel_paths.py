@@ -1028,3 +1028,31 @@ def test_mask_inside_out(name):
         where[...] = mask
         assert call(*args, where=where, out=out) is out
         np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape, axis", [((300, 70), 0), ((3, 130, 9), 1), ((5, 67, 3, 11), 1),
+                                         ((1000, 3), 0), ((2, 8, 600), 0)])
+def test_moved_axis_equals_the_transposed_copy(shape, axis, dtype):
+    # functions without a column kernel move a non-last axis last with the kernels' block
+    # transposes (move_axis_last) and move the result back: the bits of the computation
+    # on a transposed copy, for strips and blocks with ragged edges
+    x = _rows(int(np.prod(shape[:-1])), shape[-1], dtype, seed=28).reshape(shape)
+    g = _rows(int(np.prod(shape[:-1])), shape[-1], dtype, seed=29).reshape(shape)
+
+    def moved(a):
+        return np.ascontiguousarray(np.moveaxis(a, axis, -1))
+
+    for name in ("sigsoftmax", "log_sigsoftmax"):
+        expected = np.moveaxis(getattr(fs, name)(moved(x)), -1, axis)
+        np.testing.assert_array_equal(getattr(fs, name)(x, axis=axis), expected)
+    for name in ROW_BACKWARD:
+        forward = name[:-len("_backward")]
+        y = getattr(fs, forward)(x, axis=axis)
+        extra = (x,) if forward.startswith(("sig", "log_sig")) else ()
+        expected = np.moveaxis(getattr(fs, name)(moved(g), moved(y), *map(moved, extra)), -1,
+                               axis)
+        np.testing.assert_array_equal(getattr(fs, name)(g, y, *extra, axis=axis), expected)
+        out = np.full(shape, np.nan, dtype)
+        assert getattr(fs, name)(g, y, *extra, axis=axis, out=out) is out
+        np.testing.assert_array_equal(out, expected)

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from . import _kernels
+from ._config import resolve_threads
 from ._kernels._buffers import empty as empty_result
 
 
@@ -45,10 +47,29 @@ def rows_view(a, axis):
     return rows
 
 
+def _slabs(a, axis):
+    """(outer, n, inner) of `a` along `axis` when the kernels' block transposes can move
+    that axis last (a C-contiguous, aligned, native float32/float64 array, a non-last
+    axis), else None."""
+    if (axis is None or axis == a.ndim - 1 or a.dtype not in _MOVABLE
+            or not (a.flags.c_contiguous and a.flags.aligned)):
+        return None
+    return math.prod(a.shape[:axis]), a.shape[axis], math.prod(a.shape[axis + 1:])
+
+
+_MOVABLE = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def rows_of(a, axis):
     """a as kernel rows: a view when possible, else a C-contiguous copy."""
     rows = rows_view(a, axis)
     if rows is None:
+        slabs = _slabs(a, axis)
+        if slabs is not None:
+            # NumPy's strided copy of a 4096x1000 float32 transpose took 19 ms, the
+            # kernels' block transposes about a tenth
+            rows = empty_result(rows_shape(a.shape, axis), a.dtype)
+            return _kernels.core.move_axis_last(a, rows, *slabs, False, resolve_threads(None, a.size))
         # aligned too: ascontiguousarray would hand back an unaligned C-contiguous array
         rows = np.require(_moved(a, axis), requirements=["C", "A"]).reshape(
             rows_shape(a.shape, axis))
@@ -103,5 +124,9 @@ def result_rows(target, axis, work_dtype, fresh, *input_rows):
 
 def write_back(target, axis, rows):
     """Copy computed rows into target (casting, e.g. float32 -> float16)."""
+    slabs = _slabs(target, axis)
+    if slabs is not None and target.dtype == rows.dtype and rows.flags.c_contiguous:
+        _kernels.core.move_axis_last(target, rows, *slabs, True, resolve_threads(None, target.size))
+        return
     destination = _moved(target, axis)
     np.copyto(destination, rows.reshape(destination.shape), casting="unsafe")
