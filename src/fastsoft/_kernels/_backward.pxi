@@ -343,21 +343,21 @@ cdef object _small_vjp(int kind, object g, object y, object z, object axis, obje
     for i in range(4):
         part[i] = rows + i * size * itemsize
     if typenum == cnp.NPY_FLOAT32:
-        _move_columns[float](<float*>gd, <float*>part[0], outer, n_cols, inner, False)
-        _move_columns[float](<float*>yd, <float*>part[1], outer, n_cols, inner, False)
+        _move_strips[float](<float*>gd, <float*>part[0], outer, n_cols, inner, False, 1)
+        _move_strips[float](<float*>yd, <float*>part[1], outer, n_cols, inner, False, 1)
         if zd != NULL:
-            _move_columns[float](<float*>zd, <float*>part[2], outer, n_cols, inner, False)
+            _move_strips[float](<float*>zd, <float*>part[2], outer, n_cols, inner, False, 1)
     else:
-        _move_columns[double](<double*>gd, <double*>part[0], outer, n_cols, inner, False)
-        _move_columns[double](<double*>yd, <double*>part[1], outer, n_cols, inner, False)
+        _move_strips[double](<double*>gd, <double*>part[0], outer, n_cols, inner, False, 1)
+        _move_strips[double](<double*>yd, <double*>part[1], outer, n_cols, inner, False, 1)
         if zd != NULL:
-            _move_columns[double](<double*>zd, <double*>part[2], outer, n_cols, inner, False)
+            _move_strips[double](<double*>zd, <double*>part[2], outer, n_cols, inner, False, 1)
     _small_vjp_kernel(typenum, kind, part[0], part[1], part[2] if zd != NULL else NULL,
                       part[3], NULL, n_rows, n_cols)
     if typenum == cnp.NPY_FLOAT32:
-        _move_columns[float](<float*>od, <float*>part[3], outer, n_cols, inner, True)
+        _move_strips[float](<float*>od, <float*>part[3], outer, n_cols, inner, True, 1)
     else:
-        _move_columns[double](<double*>od, <double*>part[3], outer, n_cols, inner, True)
+        _move_strips[double](<double*>od, <double*>part[3], outer, n_cols, inner, True, 1)
     PyMem_Free(rows)
     return out
 

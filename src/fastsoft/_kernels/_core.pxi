@@ -637,18 +637,28 @@ cdef void _move_strips(const real* x, real* rows, Py_ssize_t outer, Py_ssize_t n
     """rows[(o inner + c) n + i] = x[(o n + i) inner + c] by strips of MOVE_STRIP columns
     of each slab, 8 x 8 (4 x 4) block transposes (_transpose_block); back: x from rows."""
     cdef Py_ssize_t per_slab = (inner + MOVE_STRIP - 1) // MOVE_STRIP
-    cdef Py_ssize_t u, o, c, w
-    for u in prange(outer * per_slab, schedule="dynamic", num_threads=n_threads,
-                    use_threads_if=n_threads > 1):
-        o = u // per_slab
-        c = (u % per_slab) * MOVE_STRIP
-        w = min(MOVE_STRIP, inner - c)
-        if back:
-            _transpose_block(rows + (o * inner + c) * n, n, <real*>x + o * n * inner + c,
-                             inner, w, n, True)
-        else:
-            _transpose_block(x + o * n * inner + c, inner, rows + (o * inner + c) * n, n,
-                             n, w, False)
+    cdef Py_ssize_t u
+    if n_threads == 1:
+        # no OpenMP region at all (the small calls' moves)
+        for u in range(outer * per_slab):
+            _move_strip(x, rows, n, inner, per_slab, back, u)
+        return
+    for u in prange(outer * per_slab, schedule="dynamic", num_threads=n_threads):
+        _move_strip(x, rows, n, inner, per_slab, back, u)
+
+
+cdef inline void _move_strip(const real* x, real* rows, Py_ssize_t n, Py_ssize_t inner,
+                             Py_ssize_t per_slab, bint back, Py_ssize_t u) noexcept nogil:
+    """Strip u of _move_strips."""
+    cdef Py_ssize_t o = u // per_slab
+    cdef Py_ssize_t c = (u % per_slab) * MOVE_STRIP
+    cdef Py_ssize_t w = min(MOVE_STRIP, inner - c)
+    if back:
+        _transpose_block(rows + (o * inner + c) * n, n, <real*>x + o * n * inner + c,
+                         inner, w, n, True)
+    else:
+        _transpose_block(x + o * n * inner + c, inner, rows + (o * inner + c) * n, n, n, w,
+                         False)
 
 
 def move_axis_last(cnp.ndarray x not None, cnp.ndarray rows not None, Py_ssize_t outer,
@@ -743,9 +753,9 @@ def columns_forward(cnp.ndarray x not None, cnp.ndarray out not None, int op, in
 cdef enum:
     SMALL_CALL_ELEMENTS = 1 << 15   # = fastsoft._config.PARALLEL_MIN_ELEMENTS: one thread
     SMALL_CALL_NOGIL = 1 << 12      # small calls this large release the GIL
-    # a small call along a non-last axis moves its columns into rows and back by plain
-    # loops: 5-10x the full path's speed up to 1024 values, even at 4096, slower beyond
-    # (the column kernel's passes are faster than two such moves)
+    # a small call along a non-last axis moves its columns into rows and back
+    # (_move_strips on the calling thread): 2.5-10x the full path's speed up to 2048
+    # values, even at 4096, where the column kernel's passes take over
     SMALL_COLUMN_ELEMENTS = 1 << 11
     MOVE_STRIP = 64                 # columns per strip of move_axis_last's transposes
 
@@ -880,37 +890,17 @@ cdef void _small_call_kernel(int typenum, int op, void* data, void* result,
         _small_kernel(typenum, op, data, result, mask, scratch, outer * inner, n)
         return
     if typenum == cnp.NPY_FLOAT32:
-        _move_columns[float](<float*>data, <float*>rows, outer, n, inner, False)
+        _move_strips[float](<float*>data, <float*>rows, outer, n, inner, False, 1)
     else:
-        _move_columns[double](<double*>data, <double*>rows, outer, n, inner, False)
+        _move_strips[double](<double*>data, <double*>rows, outer, n, inner, False, 1)
     _small_kernel(typenum, op, rows, result if op == 2 else <void*>computed, mask, scratch,
                   outer * inner, n)
     if op == 2:
         return
     if typenum == cnp.NPY_FLOAT32:
-        _move_columns[float](<float*>result, <float*>computed, outer, n, inner, True)
+        _move_strips[float](<float*>result, <float*>computed, outer, n, inner, True, 1)
     else:
-        _move_columns[double](<double*>result, <double*>computed, outer, n, inner, True)
-
-
-cdef void _move_columns(real* x, real* rows, Py_ssize_t outer, Py_ssize_t n,
-                        Py_ssize_t inner, bint back) noexcept nogil:
-    """rows[(o inner + c) n + i] = x[(o n + i) inner + c] (back: the other way), the
-    writes in order."""
-    cdef Py_ssize_t o, i, c
-    cdef real* slab_x
-    cdef real* slab_rows
-    for o in range(outer):
-        slab_x = x + o * n * inner
-        slab_rows = rows + o * n * inner
-        if back:
-            for i in range(n):
-                for c in range(inner):
-                    slab_x[i * inner + c] = slab_rows[c * n + i]
-        else:
-            for c in range(inner):
-                for i in range(n):
-                    slab_rows[c * n + i] = slab_x[i * inner + c]
+        _move_strips[double](<double*>result, <double*>computed, outer, n, inner, True, 1)
 
 
 cdef void _small_kernel(int typenum, int op, void* data, void* result,
