@@ -229,7 +229,8 @@ def cross_entropy(logits, target, axis=-1, weight=None, ignore_index=-100,
 
     and "mean" divides the sum by sum_n w[t_n] over the positions not ignored.
     Probability targets q:  loss_n = -sum_c w_c q'_c log p[n, c],  q' = (1 - eps) q + eps/C,
-    with 0 * log 0 = 0, and "mean" divides by the number of positions.
+    and "mean" divides by the number of positions.  A zero weight (w_c q'_c, w_c, or
+    (1 - eps) w[t_n]) times log p = -inf counts as 0 (PyTorch gives NaN there).
     log p is log_softmax(z) or log_sigsoftmax(z) along `axis`.
     """
     parts = _cross_entropy_parts(logits, target, axis, weight, ignore_index, reduction,
@@ -275,9 +276,12 @@ def _cross_entropy_parts(logits, target, axis, weight, ignore_index, reduction,
         label_weight = np.where(kept, w[label], 0)
         picked = np.take_along_axis(log_p, label[..., None], axis=-1)[..., 0]
         with np.errstate(invalid="ignore"):
-            nll = np.where(kept, -label_weight * picked, 0)
-            smooth = np.where(kept, -np.sum(w * log_p, axis=-1), 0)
-        loss = (1 - eps) * nll + (eps / n_classes) * smooth if eps else nll
+            # a zero weight (class weight, or 1 - eps) at a -inf log p adds 0, as with
+            # probability targets
+            nll = np.where(kept & ((1 - eps) * label_weight != 0),
+                           -(1 - eps) * label_weight * picked, 0)
+            smooth = np.where(kept, -np.sum(np.where(w == 0, 0, w * log_p), axis=-1), 0)
+        loss = nll + (eps / n_classes) * smooth if eps else nll
         # d loss_n / d log p[n, c] = -coefficient[n, c]
         coefficient = ((1 - eps) * label_weight[..., None] * onehot
                        + kept[..., None] * (eps / n_classes) * w)

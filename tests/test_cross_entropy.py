@@ -647,14 +647,17 @@ def test_sigsoftmax_neg_inf_logits_against_reference():
     logits[0, 2] = -np.inf
     logits[1, [0, 4]] = -np.inf
     target = np.array([1, 4, 3, 0])
-    for label_smoothing in (0.0, 0.1):
+    weight = make_weight("random", np.float64)
+    weight[2] = 0                    # at row 0's -inf logit
+    for label_smoothing in (0.0, 0.1, 1.0):
         for reduction in REDUCTIONS:
-            kwargs = options(None, 3, reduction, label_smoothing, "sigsoftmax")
-            loss, grad = fs.cross_entropy(logits, target, return_grad=True, **kwargs)
-            expected = reference_cross_entropy(logits, target, 1, **kwargs)
-            assert_close(loss, expected[0], 1e-12, expected[2], f"loss {kwargs}")
-            assert_close(grad, expected[1], 1e-12, expected[3], f"grad {kwargs}")
-            assert np.all(np.isfinite(grad))
+            for w in (None, weight):
+                kwargs = options(w, 3, reduction, label_smoothing, "sigsoftmax")
+                loss, grad = fs.cross_entropy(logits, target, return_grad=True, **kwargs)
+                expected = reference_cross_entropy(logits, target, 1, **kwargs)
+                assert_close(loss, expected[0], 1e-12, expected[2], f"loss {kwargs}")
+                assert_close(grad, expected[1], 1e-12, expected[3], f"grad {kwargs}")
+                assert np.all(np.isfinite(grad))
 
 
 def test_extreme_logits_sigsoftmax():
@@ -674,6 +677,56 @@ def test_extreme_logits_sigsoftmax():
 
 # ---------------------------------------------------------------------------------------
 # Threads
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("n_classes", (1, 3, 8, 13, 64, 1003))
+def test_weighted_target_rows_against_reference(n_classes, dtype):
+    """Probability targets and weighted smoothing on rows long enough for the vector
+    passes (the grid's rows have 5 classes): every row length's remainder, -inf logits,
+    zero probabilities and zero class weights, and the gradient written over the
+    logits and over the probability target itself."""
+    rng = np.random.default_rng(110 + n_classes)
+    n_rows = 7
+    logits = make_logits((n_rows, n_classes), dtype, seed=111 + n_classes)
+    logits[:, 1::5] *= 6
+    if n_classes > 2:
+        logits[1, 2] = -np.inf
+        logits[2, :n_classes // 2] = -np.inf
+    q = make_prob_target((n_rows, n_classes), dtype, seed=112 + n_classes)
+    q[np.isinf(logits)] = 0
+    q[3, :] = 0
+    q[3, -1] = 1                                   # a one-hot row
+    q /= q.sum(axis=1, keepdims=True)
+    target = rng.integers(0, n_classes, n_rows)
+    target[4] = -100
+    target[2] = 0                                  # a -inf logit's class (n_classes > 2)
+    weight = rng.uniform(0.2, 2.0, n_classes).astype(dtype)
+    weight[n_classes // 3] = 0
+    rtol = RTOL[np.dtype(dtype)]
+    cases = [(q, w, eps) for w in (None, weight) for eps in (0.0, 0.1, 1.0)]
+    cases += [(target, w, eps) for w in (None, weight) for eps in (0.1, 1.0)]
+    for tgt, w, eps in cases:
+        for reduction in ("none", "mean"):
+            kwargs = options(w, None, reduction, eps, "softmax")
+            what = f"{tgt.dtype} target, weight {w is not None}, eps {eps}, {reduction}"
+            loss, grad = fs.cross_entropy(logits, tgt, return_grad=True, **kwargs)
+            expected = reference_cross_entropy(logits, tgt, 1, **kwargs)
+            assert_close(loss, expected[0], rtol, expected[2], f"loss, {what}")
+            assert_close(grad, expected[1], rtol, expected[3], f"grad, {what}")
+            assert np.array_equal(fs.cross_entropy(logits, tgt, **kwargs), loss,
+                                  equal_nan=True), what
+            over_logits = logits.copy()
+            result = fs.cross_entropy(over_logits, tgt, return_grad=True,
+                                      grad_out=over_logits, **kwargs)
+            assert np.array_equal(result[0], loss, equal_nan=True), what
+            assert np.array_equal(over_logits, grad), f"over the logits, {what}"
+            if tgt.dtype.kind == "f":
+                over_target = tgt.copy()
+                result = fs.cross_entropy(logits, over_target, return_grad=True,
+                                          grad_out=over_target, **kwargs)
+                assert np.array_equal(result[0], loss, equal_nan=True), what
+                assert np.array_equal(over_target, grad), f"over the target, {what}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)

@@ -164,10 +164,11 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
 
     Notes
     -----
-    Losses are accumulated in double and cast to the result dtype at the end.  With
-    probability targets, a zero target weight times a ``-inf`` log-probability counts as
-    0 (PyTorch gives NaN there).  A row with a NaN or ``+inf`` logit has NaN loss and
-    gradient.
+    Losses are accumulated in double and cast to the result dtype at the end.  A zero
+    target weight times a ``-inf`` log-probability counts as 0: a zero probability, a
+    zero class weight under label smoothing, or the target's own term at
+    ``label_smoothing=1`` (PyTorch gives NaN there).  A row with a NaN or ``+inf`` logit
+    has NaN loss and gradient.
 
     Dask: with Dask logits (or any Dask argument; NumPy ones are wrapped) the loss is
     lazy -- a 0-d Dask array for "mean" and "sum" -- and the gradient a lazy array

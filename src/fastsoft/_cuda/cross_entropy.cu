@@ -94,8 +94,10 @@ __device__ double cross_entropy_row(const T* x, long long n,                    
     double a, loss;
     if (has_index) {
         a = keep * w_t + per_class * w_total;
-        loss = keep * w_t * (log_s - gap_of(x_target))
-               + (per_class * w_total * log_s + sums.part[2].value());
+        loss = per_class * w_total * log_s + sums.part[2].value();
+        if (keep * w_t != 0.0) {    // 0 * log 0 counts as 0, as on the CPU
+            loss = keep * w_t * (log_s - gap_of(x_target)) + loss;
+        }
     } else {
         a = sums.part[3].value();
         loss = a * log_s + sums.part[2].value();

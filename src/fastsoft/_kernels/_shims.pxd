@@ -28,6 +28,16 @@ cdef extern from "fs_simd.h" nogil:
     void FS_scale_f32(float* y, Py_ssize_t n, double inverse) noexcept
     void FS_affine_f32(float* y, Py_ssize_t n, double k, double c) noexcept
     void FS_affine_f64(double* y, Py_ssize_t n, double k, double c) noexcept
+    double FS_target_sums_f32(const float* x, const float* q, const double* w, Py_ssize_t n,
+                              float m, double keep, double per_class, double* weight_sum,
+                              const float* ahead) noexcept
+    double FS_target_sums_f64(const double* x, const double* q, const double* w, Py_ssize_t n,
+                              double m, double keep, double per_class, double* weight_sum,
+                              const double* ahead) noexcept
+    void FS_target_grad_f32(const float* e, float* y, const float* q, const double* w,
+                            Py_ssize_t n, double k, double c, double keep, double per_class) noexcept
+    void FS_target_grad_f64(const double* e, double* y, const double* q, const double* w,
+                            Py_ssize_t n, double k, double c, double keep, double per_class) noexcept
     void FS_divide_f64(double* y, Py_ssize_t n, double total) noexcept
     void FS_log_normalize_f32(const float* x, float* y, Py_ssize_t n, float m, double log_norm) noexcept
     void FS_log_normalize_f64(const double* x, double* y, Py_ssize_t n, double m, double log_norm) noexcept

@@ -742,6 +742,268 @@ static inline void FS_affine_f64(double *y, ptrdiff_t n, double k, double c)
         y[j] = y[j] * k - c;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Cross-entropy's target weights (_loss.pxi's _row_cross_entropy_targets)
+ *
+ * B_j = w_j (keep q_j + per_class) for a probability target row q; B_j = w_j per_class
+ * for an index target (q == NULL: the target's own (1 - eps) w_t is the caller's term);
+ * w == NULL means unit class weights.  The sums and the gradient form B_j alike, in
+ * double, with the row's last n % 8 (n % 4) values in vector lanes too.
+ * ------------------------------------------------------------------------------------- */
+static inline double FS_target_weight(double q, double w, double keep, double per_class,
+                                      const int has_q, const int has_w)
+{
+    double b = has_q ? q * keep + per_class : per_class;
+    return has_w ? b * w : b;
+}
+
+#if FS_HAVE_VECTOR_EXTENSIONS
+static inline __attribute__((always_inline)) FS_v4d
+FS_target_weight4d(FS_v4d q, FS_v4d w, FS_v4d keep, FS_v4d per_class, const int has_q,
+                   const int has_w)
+{
+    FS_v4d b = has_q ? q * keep + per_class : per_class;
+    return has_w ? b * w : b;
+}
+
+/* one vector of the sums: B into *b_acc, B (m - x) into *g_acc (0 where B = 0, even
+   against x = -inf or NaN); lanes outside `real` add nothing.  compensated: *g_acc and
+   *g_lost are Kahan lanes and *g_plain plain ones, which decide when the sum is not
+   finite (as in FS_sum_f64: an infinite term makes the compensation NaN) */
+static inline __attribute__((always_inline)) void
+FS_target_sums_step4d(FS_v4d x, FS_v4d q, FS_v4d w, FS_v4l real, FS_v4d m, FS_v4d keep,
+                      FS_v4d per_class, const int has_q, const int has_w, FS_v4d *b_acc,
+                      FS_v4d *g_acc, FS_v4d *g_lost, FS_v4d *g_plain, const int compensated)
+{
+    const FS_v4d zero = FS_splat4d(0.0);
+    FS_v4d b = FS_select4d(real, FS_target_weight4d(q, w, keep, per_class, has_q, has_w), zero);
+    FS_v4d g = FS_select4d(FS_eq4d(b, zero), zero, b * (m - x));
+    *b_acc += b;
+    if (compensated) {
+        FS_kahan4d(g_acc, g_lost, g);
+        *g_plain += g;
+    } else {
+        *g_acc += g;
+    }
+}
+#endif
+
+/* Σ_j B_j (m - x_j) over a float row, and Σ_j B_j in *weight_sum; both in double (plain
+   lanes: the loss is rounded to float's precision anyway).  With B_j >= 0 and m the
+   row's max every term is >= 0: nothing cancels.  Four accumulators of each sum, so
+   that the additions' latency does not bound the loop (with one pair, a float32
+   4096x1000 row took longer here than its exponentials). */
+static inline __attribute__((always_inline)) double
+FS_target_sums_f32_impl(const float *x, const float *q, const double *w, ptrdiff_t n, float m,
+                        double keep, double per_class, double *weight_sum, const float *ahead,
+                        const int has_q, const int has_w)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d mv = FS_splat4d((double)m), kv = FS_splat4d(keep), pv = FS_splat4d(per_class);
+    const FS_v4l lane = {0, 1, 2, 3}, every = {-1, -1, -1, -1};
+    FS_v4d b_acc[4], g_acc[4], unused = FS_splat4d(0.0);
+    for (int a = 0; a < 4; a++)
+        b_acc[a] = g_acc[a] = FS_splat4d(0.0);
+    /* whole blocks of 16, then the rest 8 at a time (past n: x = m, q = w = 0, and
+       the lanes masked off) */
+    for (; j < n; j += 16) {
+        if (ahead)
+            FS_prefetch(ahead + j);
+        for (int u = 0; u < 2; u++) {
+            const ptrdiff_t k = n - j - 8 * u;
+            const int whole = n - j >= 16;
+            FS_v4d xs[2], qs[2] = {kv, kv}, ws[2] = {kv, kv};
+            if (k <= 0)
+                break;
+            FS_widen8f(FS_load8f_upto(x + j + 8 * u, k, m), &xs[0], &xs[1]);
+            if (has_q)
+                FS_widen8f(FS_load8f_upto(q + j + 8 * u, k, 0.0f), &qs[0], &qs[1]);
+            for (int h = 0; h < 2; h++) {
+                if (has_w)
+                    ws[h] = FS_load4d_upto(w + j + 8 * u + 4 * h, k - 4 * h, 0.0);
+                FS_target_sums_step4d(xs[h], qs[h], ws[h],
+                                      whole ? every : (FS_v4l)(lane < (long long)(k - 4 * h)), mv, kv,
+                                      pv, has_q, has_w, &b_acc[2 * u + h], &g_acc[2 * u + h],
+                                      &unused, &unused, 0);
+            }
+        }
+    }
+    *weight_sum = FS_fold4d(b_acc[0] + b_acc[2], b_acc[1] + b_acc[3]);
+    return FS_fold4d(g_acc[0] + g_acc[2], g_acc[1] + g_acc[3]);
+#else
+    double b_total = 0.0, g_total = 0.0;
+    for (; j < n; j++) {
+        double b = FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0, keep, per_class,
+                                    has_q, has_w);
+        b_total += b;
+        g_total += b == 0 ? 0.0 : b * ((double)m - (double)x[j]);
+    }
+    *weight_sum = b_total;
+    return g_total;
+#endif
+}
+
+/* FS_target_sums_f32_impl for double rows: the B_j (m - x_j) in Kahan lanes, as the
+   other double row sums (four sets of them: a Kahan step is a chain of three
+   additions) */
+static inline __attribute__((always_inline)) double
+FS_target_sums_f64_impl(const double *x, const double *q, const double *w, ptrdiff_t n,
+                        double m, double keep, double per_class, double *weight_sum,
+                        const double *ahead, const int has_q, const int has_w)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d mv = FS_splat4d(m), kv = FS_splat4d(keep), pv = FS_splat4d(per_class);
+    const FS_v4l lane = {0, 1, 2, 3}, every = {-1, -1, -1, -1};
+    FS_v4d b_acc[4], g_acc[4], g_lost[4], g_plain[4];
+    for (int a = 0; a < 4; a++)
+        b_acc[a] = g_acc[a] = g_lost[a] = g_plain[a] = FS_splat4d(0.0);
+    for (; j < n; j += 16) {
+        FS_prefetch_two_lines(ahead ? ahead + j : NULL);
+        for (int h = 0; h < 4; h++) {
+            const ptrdiff_t k = n - j - 4 * h;
+            FS_v4d qv = kv, wv = kv;
+            if (k <= 0)
+                break;
+            if (has_q)
+                qv = FS_load4d_upto(q + j + 4 * h, k, 0.0);
+            if (has_w)
+                wv = FS_load4d_upto(w + j + 4 * h, k, 0.0);
+            FS_target_sums_step4d(FS_load4d_upto(x + j + 4 * h, k, m), qv, wv,
+                                  n - j >= 16 ? every : (FS_v4l)(lane < (long long)k), mv, kv, pv,
+                                  has_q, has_w, &b_acc[h], &g_acc[h], &g_lost[h],
+                                  &g_plain[h], 1);
+        }
+    }
+    *weight_sum = FS_fold4d(b_acc[0] + b_acc[2], b_acc[1] + b_acc[3]);
+    const double plain = FS_fold4d(g_plain[0] + g_plain[2], g_plain[1] + g_plain[3]);
+    if (!isfinite(plain))
+        return plain;
+    /* the four Kahan sets in two: each pair's sums added with their rounding error
+       moved into the lost parts (TwoSum) */
+    FS_v4d s[2], c[2];
+    for (int h = 0; h < 2; h++) {
+        FS_v4d a = g_acc[h], b = g_acc[h + 2], t = a + b, bb = t - a;
+        s[h] = t;
+        c[h] = (g_lost[h] + g_lost[h + 2]) - ((a - (t - bb)) + (b - bb));
+    }
+    return FS_fold_kahan4d(s[0], c[0], s[1], c[1]);
+#else
+    double b_total = 0.0, g_total = 0.0, g_lost = 0.0, g_plain = 0.0;
+    for (; j < n; j++) {
+        double b = FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0, keep, per_class,
+                                    has_q, has_w);
+        b_total += b;
+        double g = b == 0 ? 0.0 : b * (m - x[j]);
+        double term = g - g_lost, t = g_total + term;
+        g_plain += g;
+        g_lost = (t - g_total) - term;
+        g_total = t;
+    }
+    *weight_sum = b_total;
+    return isfinite(g_plain) ? g_total : g_plain;
+#endif
+}
+
+#define FS_TARGET_VARIANTS(NAME, ...)                                                 \
+    (q ? (w ? NAME(__VA_ARGS__, 1, 1) : NAME(__VA_ARGS__, 1, 0))                    \
+       : (w ? NAME(__VA_ARGS__, 0, 1) : NAME(__VA_ARGS__, 0, 0)))
+
+/* ahead != NULL: n values there (the next row's target) are prefetched on the way: a
+   row of targets read from memory starts in a new page, where the hardware prefetchers
+   wait for misses */
+static inline double FS_target_sums_f32(const float *x, const float *q, const double *w,
+                                        ptrdiff_t n, float m, double keep, double per_class,
+                                        double *weight_sum, const float *ahead)
+{
+    return FS_TARGET_VARIANTS(FS_target_sums_f32_impl, x, q, w, n, m, keep, per_class,
+                              weight_sum, ahead);
+}
+
+static inline double FS_target_sums_f64(const double *x, const double *q, const double *w,
+                                        ptrdiff_t n, double m, double keep, double per_class,
+                                        double *weight_sum, const double *ahead)
+{
+    return FS_TARGET_VARIANTS(FS_target_sums_f64_impl, x, q, w, n, m, keep, per_class,
+                              weight_sum, ahead);
+}
+
+/* y[j] = e[j] k - c B_j, formed in double and rounded once (y may be e, or q: each
+   element is read before it is written) */
+static inline __attribute__((always_inline)) void
+FS_target_grad_f32_impl(const float *e, float *y, const float *q, const double *w, ptrdiff_t n,
+                        double k_, double c_, double keep, double per_class, const int has_q,
+                        const int has_w)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d kv = FS_splat4d(k_), cv = FS_splat4d(c_), keep_v = FS_splat4d(keep);
+    const FS_v4d pv = FS_splat4d(per_class);
+    for (; j < n; j += 8) {
+        const ptrdiff_t k = n - j;
+        FS_v4d es[2], qs[2] = {keep_v, keep_v}, ws[2] = {keep_v, keep_v};
+        FS_widen8f(FS_load8f_upto(e + j, k, 0.0f), &es[0], &es[1]);
+        if (has_q)
+            FS_widen8f(FS_load8f_upto(q + j, k, 0.0f), &qs[0], &qs[1]);
+        for (int h = 0; h < 2; h++) {
+            if (has_w)
+                ws[h] = FS_load4d_upto(w + j + 4 * h, k - 4 * h, 0.0);
+            es[h] = es[h] * kv - cv * FS_target_weight4d(qs[h], ws[h], keep_v, pv, has_q, has_w);
+        }
+        FS_store8f_upto(y + j, FS_narrow8f(es[0], es[1]), k);
+    }
+#else
+    for (; j < n; j++) {
+        y[j] = (float)((double)e[j] * k_
+                       - c_ * FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0, keep,
+                                               per_class, has_q, has_w));
+    }
+#endif
+}
+
+static inline __attribute__((always_inline)) void
+FS_target_grad_f64_impl(const double *e, double *y, const double *q, const double *w,
+                        ptrdiff_t n, double k_, double c_, double keep, double per_class,
+                        const int has_q, const int has_w)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d kv = FS_splat4d(k_), cv = FS_splat4d(c_), keep_v = FS_splat4d(keep);
+    const FS_v4d pv = FS_splat4d(per_class);
+    for (; j < n; j += 4) {
+        const ptrdiff_t k = n - j;
+        FS_v4d qv = keep_v, wv = keep_v;
+        if (has_q)
+            qv = FS_load4d_upto(q + j, k, 0.0);
+        if (has_w)
+            wv = FS_load4d_upto(w + j, k, 0.0);
+        FS_v4d ev = FS_load4d_upto(e + j, k, 0.0) * kv
+                    - cv * FS_target_weight4d(qv, wv, keep_v, pv, has_q, has_w);
+        FS_store4d_upto(y + j, ev, k);
+    }
+#else
+    for (; j < n; j++) {
+        y[j] = e[j] * k_ - c_ * FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0,
+                                                 keep, per_class, has_q, has_w);
+    }
+#endif
+}
+
+static inline void FS_target_grad_f32(const float *e, float *y, const float *q, const double *w,
+                                      ptrdiff_t n, double k, double c, double keep,
+                                      double per_class)
+{
+    FS_TARGET_VARIANTS(FS_target_grad_f32_impl, e, y, q, w, n, k, c, keep, per_class);
+}
+
+static inline void FS_target_grad_f64(const double *e, double *y, const double *q,
+                                      const double *w, ptrdiff_t n, double k, double c,
+                                      double keep, double per_class)
+{
+    FS_TARGET_VARIANTS(FS_target_grad_f64_impl, e, y, q, w, n, k, c, keep, per_class);
+}
+
 /* y[j] = (x[j] - m) - log_norm (y may be x), in float: both terms have the sign of the
    result (x - m <= 0 <= log_norm), so nothing cancels and the three roundings stay within
    1.5 u of |y|, inside the log outputs' 4 u bound (docs/numerics.md). */
