@@ -42,6 +42,12 @@ CALLS = [
                            "reduction='none', return_grad=True)[1]"),
     ("sigsoftmax_ce_grad", "fs.cross_entropy(x, np.arange(len(x)) % x.shape[1], "
                            "activation='sigsoftmax', reduction='none', return_grad=True)[1]"),
+    ("ce_prob_loss", "fs.cross_entropy(x, fs.softmax(x[::-1].copy()), reduction='none')"),
+    ("ce_prob_grad", "fs.cross_entropy(x, fs.softmax(x[::-1].copy()), reduction='none', "
+                     "return_grad=True)[1]"),
+    ("ce_weighted_smoothing_grad",
+     "fs.cross_entropy(x, np.arange(len(x)) % x.shape[1], weight=np.linspace(0.5, 2, "
+     "x.shape[1]), label_smoothing=0.1, reduction='none', return_grad=True)[1]"),
 ]
 SHAPES = [(3, 1), (40, 10), (7, 1001), (2, 300_000)]      # short lanes, rows, long rows
 
