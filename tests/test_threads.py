@@ -211,3 +211,32 @@ def _openmp_on(config):
         if "openmp" in line:
             return not re.search(r"\b(no|not|off|false|disabled|without)\b", line)
     return False
+
+
+def test_layout_moves_use_the_calls_thread_count(monkeypatch):
+    """A non-last axis moved into rows (and the result moved back) runs on the call's
+    num_threads, not the default: a Dask block call asks for 1 on a worker whose other
+    cores run other blocks."""
+    import fastsoft._kernels
+
+    core = fastsoft._kernels.core
+    real_move = core.move_axis_last
+    seen = []
+
+    def recording_move(*args):
+        seen.append(args[-1])
+        return real_move(*args)
+
+    monkeypatch.setattr(core, "move_axis_last", recording_move)
+    x = np.random.default_rng(3).standard_normal((300, 400)).astype(np.float32)
+    labels = np.arange(400) % 300
+    calls = [
+        lambda t: fs.sigsoftmax(x, axis=0, num_threads=t),
+        lambda t: fs.softmax_backward(x, x, axis=0, num_threads=t),
+        lambda t: fs.cross_entropy(x, labels, axis=0, return_grad=True, num_threads=t),
+    ]
+    for call_with in calls:
+        for threads in (1, 2):
+            seen.clear()
+            call_with(threads)
+            assert seen and set(seen) == {threads}, (threads, seen)

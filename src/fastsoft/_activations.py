@@ -101,12 +101,13 @@ def _transform(name, kernel, log_output, x, axis, out, where, num_threads):
         _kernels.core.columns_forward(*columns, _COLUMN_OPS[name],
                                       resolve_threads(num_threads, x.size))
         return target
-    x_rows = rows_of(x, axis)
+    threads = resolve_threads(num_threads, x.size)
+    x_rows = rows_of(x, axis, threads)
     rows, direct = result_rows(target, axis, x.dtype, out is None, x_rows)
     kernel(x_rows, rows, None if mask is None else mask_rows(mask, axis, rows), log_output,
-           resolve_threads(num_threads, x.size))
+           threads)
     if not direct:
-        write_back(target, axis, rows)
+        write_back(target, axis, rows, threads)
     return target
 
 
@@ -409,7 +410,8 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None, where=None, num_threads=N
         _kernels.core.columns_forward(*columns, _COLUMN_OPS[name],
                                       resolve_threads(num_threads, x.size))
     else:
-        x_rows = rows_of(x, axis)
+        threads = resolve_threads(num_threads, x.size)
+        x_rows = rows_of(x, axis, threads)
         direct = None
         # an `out` sharing memory with x would overwrite rows not yet read: a temporary
         if target.dtype == x.dtype and (out is None or not np.may_share_memory(out, x)):
@@ -422,8 +424,7 @@ def logsumexp(x, axis=-1, *, keepdims=False, out=None, where=None, num_threads=N
                 direct = None
         result = direct if direct is not None else np.empty(n_rows, dtype=x.dtype)
         _kernels.core.logsumexp_rows(
-            x_rows, result, None if mask is None else mask_rows(mask, axis, result),
-            resolve_threads(num_threads, x.size))
+            x_rows, result, None if mask is None else mask_rows(mask, axis, result), threads)
         if direct is None:
             np.copyto(target, result.reshape(reduced_shape), casting="unsafe")
     if out is None and target.ndim == 0:

@@ -70,15 +70,15 @@ def _vjp(name, kind, arrays, axis, out, where, num_threads):
     target = empty_result(shape, result_dtype) if out is None else out
     if arrays[0].size == 0:
         return target
-    input_rows = [rows_of(a, axis) for a in arrays]
+    threads = resolve_threads(num_threads, arrays[0].size)
+    input_rows = [rows_of(a, axis, threads) for a in arrays]
     rows, direct = result_rows(target, axis, arrays[0].dtype, out is None, *input_rows)
     grad_rows, output_rows = input_rows[:2]
     logits_rows = input_rows[2] if len(input_rows) == 3 else None
     _kernels.core.vjp_rows(kind, grad_rows, output_rows, logits_rows, rows,
-                           None if mask is None else mask_rows(mask, axis, rows),
-                           resolve_threads(num_threads, arrays[0].size))
+                           None if mask is None else mask_rows(mask, axis, rows), threads)
     if not direct:
-        write_back(target, axis, rows)
+        write_back(target, axis, rows, threads)
     return target
 
 
@@ -330,14 +330,15 @@ def logsumexp_backward(grad_output, x, result, axis=-1, *, out=None, where=None,
     target = empty_result(x.shape, result_dtype) if out is None else out
     if x.size == 0:
         return target
-    x_rows = rows_of(x, axis)
+    threads = resolve_threads(num_threads, x.size)
+    x_rows = rows_of(x, axis, threads)
     n_rows = x_rows.shape[0]
     g_vector = np.require(grad_output, requirements=["C", "A"]).reshape(n_rows)
     r_vector = np.require(result, requirements=["C", "A"]).reshape(n_rows)
     rows, direct = result_rows(target, axis, x.dtype, out is None, x_rows, g_vector, r_vector)
     _kernels.core.logsumexp_vjp_rows(g_vector, x_rows, r_vector, rows,
                                      None if mask is None else mask_rows(mask, axis, rows),
-                                     resolve_threads(num_threads, x.size))
+                                     threads)
     if not direct:
-        write_back(target, axis, rows)
+        write_back(target, axis, rows, threads)
     return target

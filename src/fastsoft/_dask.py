@@ -577,7 +577,7 @@ def _whole_row_losses(x, target, weight, *scale, axis, ignore_index, smoothing, 
                       _label_offset(block_info, axis), "cross_entropy")
         labels = np.require(target, np.int64, ["C", "A"]).reshape(-1)
     else:
-        q_rows = rows_of(target.astype(work, copy=False), axis)
+        q_rows = rows_of(target.astype(work, copy=False), axis, threads)
     losses = np.zeros(n_rows, dtype=np.float64)
     grad_rows = scales = None
     if want_grad:
@@ -587,8 +587,9 @@ def _whole_row_losses(x, target, weight, *scale, axis, ignore_index, smoothing, 
                                           dtype=np.float64).reshape(-1)
     if n_rows:
         _kernels.core.cross_entropy_rows(
-            rows_of(x, axis), labels, ignore_index, q_rows, weight, float(weight.sum()),
-            smoothing, sigsoftmax, losses, grad_rows, scales, scale_value, threads)
+            rows_of(x, axis, threads), labels, ignore_index, q_rows, weight,
+            float(weight.sum()), smoothing, sigsoftmax, losses, grad_rows, scales, scale_value,
+            threads)
     grad = None
     if want_grad:
         batch_shape = x.shape[:axis] + x.shape[axis + 1:]

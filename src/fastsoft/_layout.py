@@ -60,8 +60,9 @@ def _slabs(a, axis):
 _MOVABLE = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def rows_of(a, axis):
-    """a as kernel rows: a view when possible, else a C-contiguous copy."""
+def rows_of(a, axis, n_threads=None):
+    """a as kernel rows: a view when possible, else a C-contiguous copy (moved with
+    n_threads threads: the call's own count; None: the default for a's size)."""
     rows = rows_view(a, axis)
     if rows is None:
         slabs = _slabs(a, axis)
@@ -69,7 +70,9 @@ def rows_of(a, axis):
             # NumPy's strided copy of a 4096x1000 float32 transpose took 19 ms, the
             # kernels' block transposes about a tenth
             rows = empty_result(rows_shape(a.shape, axis), a.dtype)
-            return _kernels.core.move_axis_last(a, rows, *slabs, False, resolve_threads(None, a.size))
+            if n_threads is None:
+                n_threads = resolve_threads(None, a.size)
+            return _kernels.core.move_axis_last(a, rows, *slabs, False, n_threads)
         # aligned too: ascontiguousarray would hand back an unaligned C-contiguous array
         rows = np.require(_moved(a, axis), requirements=["C", "A"]).reshape(
             rows_shape(a.shape, axis))
@@ -122,11 +125,14 @@ def result_rows(target, axis, work_dtype, fresh, *input_rows):
     return empty_result(input_rows[0].shape, work_dtype), False
 
 
-def write_back(target, axis, rows):
-    """Copy computed rows into target (casting, e.g. float32 -> float16)."""
+def write_back(target, axis, rows, n_threads=None):
+    """Copy computed rows into target (casting, e.g. float32 -> float16); n_threads: as in
+    rows_of."""
     slabs = _slabs(target, axis)
     if slabs is not None and target.dtype == rows.dtype and rows.flags.c_contiguous:
-        _kernels.core.move_axis_last(target, rows, *slabs, True, resolve_threads(None, target.size))
+        if n_threads is None:
+            n_threads = resolve_threads(None, target.size)
+        _kernels.core.move_axis_last(target, rows, *slabs, True, n_threads)
         return
     destination = _moved(target, axis)
     np.copyto(destination, rows.reshape(destination.shape), casting="unsafe")

@@ -236,18 +236,18 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     if return_grad:
         grad_target = empty_result(x.shape, result_dtype) if grad_out is None else grad_out
     if x.size:
-        x_rows = rows_of(x, axis)
-        q_rows = None if probabilities is None else rows_of(probabilities, axis)
+        threads = resolve_threads(num_threads, x.size)
+        x_rows = rows_of(x, axis, threads)
+        q_rows = None if probabilities is None else rows_of(probabilities, axis, threads)
         grad_rows = direct = None
         if grad_target is not None:
             sources = (x_rows,) if q_rows is None else (x_rows, q_rows)
             grad_rows, direct = result_rows(grad_target, axis, x.dtype, grad_out is None, *sources)
         _kernels.core.cross_entropy_rows(
             x_rows, targets, ignore_index, q_rows, weight, weight_total, smoothing,
-            activation == "sigsoftmax", losses, grad_rows, grad_scales, grad_scale,
-            resolve_threads(num_threads, x.size))
+            activation == "sigsoftmax", losses, grad_rows, grad_scales, grad_scale, threads)
         if grad_rows is not None and not direct:
-            write_back(grad_target, axis, grad_rows)
+            write_back(grad_target, axis, grad_rows, threads)
     elif grad_target is not None:
         grad_target[...] = 0
 

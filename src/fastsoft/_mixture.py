@@ -205,10 +205,11 @@ def log_mixture(logits, prior_logits, *, activation="softmax", axis=-1, componen
     direct = rows is not None
     if not direct:
         rows = np.empty((n_rows, x.shape[axis]), dtype=x.dtype)
+    threads = resolve_threads(num_threads, x.size)
     _kernels.core.log_mixture_rows(blocks, prior_rows, activation == "sigsoftmax", rows,
-                                   resolve_threads(num_threads, x.size))
+                                   threads)
     if not direct:
-        write_back(target, out_axis, rows)
+        write_back(target, out_axis, rows, threads)
     return target
 
 
@@ -347,7 +348,8 @@ def mixture_cross_entropy(logits, prior_logits, target, *, activation="softmax",
                              f"log_mixture's result has shape {out_shape}")
         targets = None
         q = target if target.dtype == x.dtype else target.astype(x.dtype)
-        q_rows = rows_of(q, axis if axis < component_axis else axis - 1) if n_rows else None
+        q_rows = (rows_of(q, axis if axis < component_axis else axis - 1,
+                          resolve_threads(num_threads, x.size)) if n_rows else None)
         denominator = float(n_rows)
     else:
         raise TypeError(f"{name}: target must hold integer class indices or float "
