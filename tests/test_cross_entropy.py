@@ -679,9 +679,10 @@ def test_extreme_logits_sigsoftmax():
 # Threads
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("n_classes", (1, 3, 8, 13, 64, 1003))
-def test_weighted_target_rows_against_reference(n_classes, dtype):
+def test_weighted_target_rows_against_reference(n_classes, dtype, activation):
     """Probability targets and weighted smoothing on rows long enough for the vector
     passes (the grid's rows have 5 classes): every row length's remainder, -inf logits,
     zero probabilities and zero class weights, and the gradient written over the
@@ -708,12 +709,15 @@ def test_weighted_target_rows_against_reference(n_classes, dtype):
     cases += [(target, w, eps) for w in (None, weight) for eps in (0.1, 1.0)]
     for tgt, w, eps in cases:
         for reduction in ("none", "mean"):
-            kwargs = options(w, None, reduction, eps, "softmax")
+            kwargs = options(w, None, reduction, eps, activation)
             what = f"{tgt.dtype} target, weight {w is not None}, eps {eps}, {reduction}"
             loss, grad = fs.cross_entropy(logits, tgt, return_grad=True, **kwargs)
             expected = reference_cross_entropy(logits, tgt, 1, **kwargs)
             assert_close(loss, expected[0], rtol, expected[2], f"loss, {what}")
-            assert_close(grad, expected[1], rtol, expected[3], f"grad, {what}")
+            # gradients below the normal range (sigsoftmax's gaps reach -144 here) come
+            # from exponentials stored in the row's type: a few of its subnormal steps
+            grad_scale = np.maximum(expected[3], np.finfo(dtype).tiny)
+            assert_close(grad, expected[1], rtol, grad_scale, f"grad, {what}")
             assert np.array_equal(fs.cross_entropy(logits, tgt, **kwargs), loss,
                                   equal_nan=True), what
             over_logits = logits.copy()

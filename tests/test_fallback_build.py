@@ -45,6 +45,9 @@ CALLS = [
     ("ce_prob_loss", "fs.cross_entropy(x, fs.softmax(x[::-1].copy()), reduction='none')"),
     ("ce_prob_grad", "fs.cross_entropy(x, fs.softmax(x[::-1].copy()), reduction='none', "
                      "return_grad=True)[1]"),
+    ("sigsoftmax_ce_prob_grad", "fs.cross_entropy(x, fs.softmax(x[::-1].copy()), "
+                                "activation='sigsoftmax', reduction='none', "
+                                "return_grad=True)[1]"),
     ("ce_weighted_smoothing_grad",
      "fs.cross_entropy(x, np.arange(len(x)) % x.shape[1], weight=np.linspace(0.5, 2, "
      "x.shape[1]), label_smoothing=0.1, reduction='none', return_grad=True)[1]"),

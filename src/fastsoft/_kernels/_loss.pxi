@@ -16,11 +16,11 @@
 #    are read in (a) and, for sigsoftmax's factor, in (c) just before the gradient element
 #    is written, so the gradient may overwrite the logits (grad_out=logits).
 # 3. Sums, the loss and the gradient are computed in double for both dtypes.
-# 4. Which row computes it: index targets without smoothing (and smoothing without class
-#    weights) take _row_cross_entropy_index; other softmax rows within LONG_ROW_BYTES
-#    (probability targets, smoothing with class weights) _row_cross_entropy_targets, the
-#    same three steps in vector passes (fs_simd.h's FS_target_*); sigsoftmax with those
-#    targets and longer rows take _row_cross_entropy, the chunked loops of step 2.
+# 4. Which row computes it: index targets without smoothing (and softmax with smoothing
+#    but without class weights) take _row_cross_entropy_index; other rows within
+#    LONG_ROW_BYTES (probability targets, smoothing with class weights)
+#    _row_cross_entropy_targets, the same three steps in vector passes (fs_simd.h's
+#    FS_target_*); longer rows take _row_cross_entropy, the chunked loops of step 2.
 # 5. Ignored rows (index target == ignore_index) get loss 0 and gradient 0 without reading
 #    anything; the class weights are never indexed with ignore_index.  The weights are
 #    always an array (ones when unweighted) so that no load depends on a condition.  0 * log 0 counts as
@@ -292,44 +292,65 @@ cdef inline double _row_cross_entropy_index(
 
 cdef inline double _row_cross_entropy_targets(
         const real* x, Py_ssize_t n, Py_ssize_t target, const real* q,
-        const double* w, double w_total, double smoothing,
+        const double* w, double w_total, double smoothing, bint sigsoftmax,
         real* grad, double grad_scale, real* work, const real* ahead,
         const real* q_ahead) noexcept nogil:
-    """_row_cross_entropy for softmax rows within LONG_ROW_BYTES, in vector passes:
-    probability targets, and index targets with smoothing and class weights.
+    """_row_cross_entropy for rows within LONG_ROW_BYTES, in vector passes: probability
+    targets, and index targets with smoothing and class weights.
 
-    w == NULL: unit class weights (w_total is then n).  Passes over the row: min/max; the
-    sums A = Σ B_j and Σ B_j (max - x_j) (FS_target_sums_*, B_j formed there as in the
-    design note); the exponentials stored into the gradient row (only summed without
-    one); grad_j = scale (A e_j / S - B_j) (FS_target_grad_*, B_j formed again, rounded
-    once).  Everything read from x is read before the gradient row (which may be x) is
-    written; when the gradient row is the target row q itself, the exponentials go to
-    `work` (n values of the row's type) instead, since the last pass reads q.  The
-    general row's chunked loops took 2.1-2.8x this row's time (float32 4096x1000)."""
+    w == NULL: unit class weights (w_total is then n).  Passes over the row: min/max (for
+    sigsoftmax then its gaps and its factors 2 - sigmoid(x) into `work`, as in
+    _row_cross_entropy_index); the sums A = Σ B_j and Σ B_j (-d_j) (FS_target_sums_*,
+    B_j formed there as in the design note); the exponentials stored into the gradient
+    row (only summed without one); grad_j = scale (A e_j / S - B_j), for sigsoftmax times
+    its factor (FS_target_grad_*, B_j formed again, rounded once).  Everything
+    read from x is read before the gradient row (which may be x) is written.  The last
+    pass reads q, which may be the gradient row too: then softmax stores its
+    exponentials in `work` instead, sigsoftmax over its gaps (`work` holds 2n values of
+    the row's type).  The general row's chunked loops took 2.1-2.8x this row's time
+    (float32 4096x1000)."""
     cdef real row_min
     cdef real row_max = _row_minmax(x, n, &row_min)
-    cdef bint short_exp = _short_exp(row_min, row_max)
+    cdef bint short_exp
+    cdef const real* d = x          # exponentiated: x - max, or the gaps (shift 0)
+    cdef real shift = row_max
+    cdef real* e = grad
+    cdef real* factors = NULL
     cdef double per_class = smoothing / n, keep = 1.0 - smoothing
     cdef double weight_sum, gap_total, w_t = 0.0, target_d = 0.0, target_b = 0.0
-    cdef double sum_off_max, log_s, A, loss, total, e_t = 0.0
+    cdef double sum_off_max, log_s, A, loss, total, e_t = 0.0, factor_t = 1.0
     cdef Py_ssize_t ties
-    cdef real* e = grad
+    if sigsoftmax:
+        factors = work + n
+        if real is float:
+            FS_sigsoftmax_gap_f32f(x, work, n, row_max, row_min >= -87.0 and row_max <= 87.0)
+            FS_two_minus_sigmoid_f32(x, factors, n)
+        else:
+            FS_sigsoftmax_gap_f64(x, work, n, row_max)
+            FS_two_minus_sigmoid_f64(x, factors, n)
+        d = work
+        shift = 0
+        e = work
+        # the gap's slope is below 2 (see _row_sigsoftmax)
+        short_exp = _short_exp[real](<real>(2.0 * (<double>row_min - <double>row_max)), 0)
+    else:
+        short_exp = _short_exp(row_min, row_max)
+        if grad != NULL and <const real*>grad == q:
+            e = work
     if q == NULL:
         w_t = w[target] if w != NULL else 1.0
-        target_d = <double>x[target] - <double>row_max
+        target_d = <double>d[target] - <double>shift
         target_b = keep * w_t
+        if sigsoftmax:
+            factor_t = <double>factors[target]
     if real is float:
-        gap_total = FS_target_sums_f32(x, q, w, n, row_max, keep, per_class, &weight_sum,
-                                       q_ahead)
+        gap_total = FS_target_sums_f32(d, q, w, n, shift, keep, per_class, &weight_sum, q_ahead)
     else:
-        gap_total = FS_target_sums_f64(x, q, w, n, row_max, keep, per_class, &weight_sum,
-                                       q_ahead)
-    if grad != NULL and <const real*>grad == q:
-        e = work
+        gap_total = FS_target_sums_f64(d, q, w, n, shift, keep, per_class, &weight_sum, q_ahead)
     if grad == NULL:
-        sum_off_max = _row_sum_exp_off_max(x, n, row_max, &ties, short_exp, ahead)
+        sum_off_max = _row_sum_exp_off_max(d, n, shift, &ties, short_exp, ahead)
     else:
-        sum_off_max = _row_exp_store_sum_off_max(x, e, n, row_max, &ties, short_exp, ahead)
+        sum_off_max = _row_exp_store_sum_off_max(d, e, n, shift, &ties, short_exp, ahead)
     if row_max == INFINITY:
         sum_off_max = NAN      # as in _row_cross_entropy: a +inf logit makes the row NaN
     log_s = _log_normalizer(sum_off_max, ties)
@@ -348,11 +369,14 @@ cdef inline double _row_cross_entropy_targets(
     if q == NULL:
         e_t = <double>e[target]
     if real is float:
-        FS_target_grad_f32(e, grad, q, w, n, grad_scale * A / total, grad_scale, keep, per_class)
+        FS_target_grad_f32(e, grad, q, w, factors, n, grad_scale * A / total, grad_scale, keep,
+                           per_class)
     else:
-        FS_target_grad_f64(e, grad, q, w, n, grad_scale * A / total, grad_scale, keep, per_class)
+        FS_target_grad_f64(e, grad, q, w, factors, n, grad_scale * A / total, grad_scale, keep,
+                           per_class)
     if q == NULL:
-        grad[target] = <real>(grad_scale * (A * (e_t / total) - (per_class * w_t + target_b)))
+        grad[target] = <real>(grad_scale * factor_t
+                              * (A * (e_t / total) - (per_class * w_t + target_b)))
     return loss
 
 
@@ -446,13 +470,13 @@ cdef inline void _cross_entropy_row(
             x + i * x_step, n_cols, targets[i], 1.0, grad_row,
             grad_scales[i] if grad_scales != NULL else grad_scale, False, work,
             _row_ahead(x, x_step, i, n_rows, n_cols), smoothing)
-    elif not sigsoftmax and n_cols * <Py_ssize_t>sizeof(real) <= LONG_ROW_BYTES:
+    elif n_cols * <Py_ssize_t>sizeof(real) <= LONG_ROW_BYTES:
         # probability targets, and smoothing with class weights: vector passes
         losses[i] = _row_cross_entropy_targets(
             x + i * x_step, n_cols,
             targets[i] if targets != NULL else -1,
             q + i * q_step if targets == NULL else NULL,
-            NULL if unit_weights else w, w_total, smoothing, grad_row,
+            NULL if unit_weights else w, w_total, smoothing, sigsoftmax, grad_row,
             grad_scales[i] if grad_scales != NULL else grad_scale, <real*>work,
             _row_ahead(x, x_step, i, n_rows, n_cols),
             _row_ahead(q, q_step, i, n_rows, n_cols) if targets == NULL else NULL)

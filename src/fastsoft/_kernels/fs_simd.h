@@ -929,12 +929,12 @@ static inline double FS_target_sums_f64(const double *x, const double *q, const 
                               weight_sum, ahead);
 }
 
-/* y[j] = e[j] k - c B_j, formed in double and rounded once (y may be e, or q: each
-   element is read before it is written) */
+/* y[j] = (e[j] k - c B_j) f[j] (f == NULL: without the factor), formed in double and
+   rounded once (y may be e, q or f: each element is read before it is written) */
 static inline __attribute__((always_inline)) void
-FS_target_grad_f32_impl(const float *e, float *y, const float *q, const double *w, ptrdiff_t n,
-                        double k_, double c_, double keep, double per_class, const int has_q,
-                        const int has_w)
+FS_target_grad_f32_impl(const float *e, float *y, const float *q, const double *w,
+                        const float *f, ptrdiff_t n, double k_, double c_, double keep,
+                        double per_class, const int has_f, const int has_q, const int has_w)
 {
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
@@ -942,30 +942,35 @@ FS_target_grad_f32_impl(const float *e, float *y, const float *q, const double *
     const FS_v4d pv = FS_splat4d(per_class);
     for (; j < n; j += 8) {
         const ptrdiff_t k = n - j;
-        FS_v4d es[2], qs[2] = {keep_v, keep_v}, ws[2] = {keep_v, keep_v};
+        FS_v4d es[2], qs[2] = {keep_v, keep_v}, ws[2] = {keep_v, keep_v}, fs[2];
         FS_widen8f(FS_load8f_upto(e + j, k, 0.0f), &es[0], &es[1]);
         if (has_q)
             FS_widen8f(FS_load8f_upto(q + j, k, 0.0f), &qs[0], &qs[1]);
+        if (has_f)
+            FS_widen8f(FS_load8f_upto(f + j, k, 0.0f), &fs[0], &fs[1]);
         for (int h = 0; h < 2; h++) {
             if (has_w)
                 ws[h] = FS_load4d_upto(w + j + 4 * h, k - 4 * h, 0.0);
             es[h] = es[h] * kv - cv * FS_target_weight4d(qs[h], ws[h], keep_v, pv, has_q, has_w);
+            if (has_f)
+                es[h] = es[h] * fs[h];
         }
         FS_store8f_upto(y + j, FS_narrow8f(es[0], es[1]), k);
     }
 #else
     for (; j < n; j++) {
-        y[j] = (float)((double)e[j] * k_
-                       - c_ * FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0, keep,
-                                               per_class, has_q, has_w));
+        double g = (double)e[j] * k_ - c_ * FS_target_weight(has_q ? q[j] : 0.0,
+                                                             has_w ? w[j] : 0.0, keep,
+                                                             per_class, has_q, has_w);
+        y[j] = (float)(has_f ? g * (double)f[j] : g);
     }
 #endif
 }
 
 static inline __attribute__((always_inline)) void
 FS_target_grad_f64_impl(const double *e, double *y, const double *q, const double *w,
-                        ptrdiff_t n, double k_, double c_, double keep, double per_class,
-                        const int has_q, const int has_w)
+                        const double *f, ptrdiff_t n, double k_, double c_, double keep,
+                        double per_class, const int has_f, const int has_q, const int has_w)
 {
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
@@ -980,28 +985,37 @@ FS_target_grad_f64_impl(const double *e, double *y, const double *q, const doubl
             wv = FS_load4d_upto(w + j, k, 0.0);
         FS_v4d ev = FS_load4d_upto(e + j, k, 0.0) * kv
                     - cv * FS_target_weight4d(qv, wv, keep_v, pv, has_q, has_w);
+        if (has_f)
+            ev = ev * FS_load4d_upto(f + j, k, 0.0);
         FS_store4d_upto(y + j, ev, k);
     }
 #else
     for (; j < n; j++) {
-        y[j] = e[j] * k_ - c_ * FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0,
-                                                 keep, per_class, has_q, has_w);
+        double g = e[j] * k_ - c_ * FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0,
+                                                     keep, per_class, has_q, has_w);
+        y[j] = has_f ? g * f[j] : g;
     }
 #endif
 }
 
 static inline void FS_target_grad_f32(const float *e, float *y, const float *q, const double *w,
-                                      ptrdiff_t n, double k, double c, double keep,
-                                      double per_class)
+                                      const float *f, ptrdiff_t n, double k, double c,
+                                      double keep, double per_class)
 {
-    FS_TARGET_VARIANTS(FS_target_grad_f32_impl, e, y, q, w, n, k, c, keep, per_class);
+    if (f)
+        FS_TARGET_VARIANTS(FS_target_grad_f32_impl, e, y, q, w, f, n, k, c, keep, per_class, 1);
+    else
+        FS_TARGET_VARIANTS(FS_target_grad_f32_impl, e, y, q, w, f, n, k, c, keep, per_class, 0);
 }
 
 static inline void FS_target_grad_f64(const double *e, double *y, const double *q,
-                                      const double *w, ptrdiff_t n, double k, double c,
-                                      double keep, double per_class)
+                                      const double *w, const double *f, ptrdiff_t n, double k,
+                                      double c, double keep, double per_class)
 {
-    FS_TARGET_VARIANTS(FS_target_grad_f64_impl, e, y, q, w, n, k, c, keep, per_class);
+    if (f)
+        FS_TARGET_VARIANTS(FS_target_grad_f64_impl, e, y, q, w, f, n, k, c, keep, per_class, 1);
+    else
+        FS_TARGET_VARIANTS(FS_target_grad_f64_impl, e, y, q, w, f, n, k, c, keep, per_class, 0);
 }
 
 /* y[j] = (x[j] - m) - log_norm (y may be x), in float: both terms have the sign of the
