@@ -570,7 +570,7 @@ def test_small_cross_entropy_calls_pass_other_inputs_to_the_full_path():
 @pytest.mark.parametrize("weighted", [False, True])
 def test_index_cross_entropy_row_agrees_with_one_hot_probabilities(shape, dtype, weighted):
     # index targets without smoothing take the three-pass row (rows past 1 MiB: by
-    # chunks); one-hot probability targets take the general row: the same loss and
+    # chunks); one-hot probability targets take the targets row: the same loss and
     # gradient
     rng = np.random.default_rng(sum(shape))
     x = (rng.standard_normal(shape) * 4).astype(dtype)
@@ -594,7 +594,7 @@ def test_index_cross_entropy_row_agrees_with_one_hot_probabilities(shape, dtype,
 @pytest.mark.parametrize("smoothing", [0.1, 1.0])
 def test_smoothed_index_row_agrees_with_one_hot_probabilities(shape, dtype, smoothing):
     # label smoothing with index targets and no class weights takes the index row (rows
-    # within 1 MiB); one-hot probability targets with the same smoothing take the general
+    # within 1 MiB); one-hot probability targets with the same smoothing take the targets
     # row: the same loss and gradient to the rounding, for every reduction's factor
     rng = np.random.default_rng(sum(shape) + 1)
     x = (rng.standard_normal(shape) * 4).astype(dtype)
@@ -613,7 +613,7 @@ def test_smoothed_index_row_agrees_with_one_hot_probabilities(shape, dtype, smoo
     np.testing.assert_allclose(grad_i[:-1], grad_q, rtol=rtol,
                                atol=rtol * np.abs(grad_q).max())
     assert not grad_i[-1].any()
-    # explicit unit weights take the same row; other weights the general one
+    # explicit unit weights take the same row; other weights the targets row
     loss_w, grad_w = fs.cross_entropy(x, target, weight=np.ones(shape[1]), **kwargs)
     np.testing.assert_array_equal(loss_w, loss_i)
     np.testing.assert_array_equal(grad_w, grad_i)

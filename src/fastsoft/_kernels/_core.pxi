@@ -33,7 +33,7 @@ from cython.parallel cimport prange, parallel
 from fastsoft._kernels._shims cimport (
     FS_expf, FS_exp, FS_log1p_unit, FS_sigmoid,
     FS_max_f32, FS_max_f64, FS_minmax_f32, FS_minmax_f64, FS_short_exp_f32, FS_short_exp_f64,
-    FS_sum_f64, FS_sum_plain_f64,
+    FS_sum_f64,
     FS_exp_store_sum_f32, FS_exp_store_sum_f64, FS_exp_sum_off_max_f32, FS_exp_sum_off_max_f64,
     FS_scale_f32, FS_divide_f64, FS_affine_f32, FS_affine_f64, FS_target_sums_f32, FS_target_sums_f64,
     FS_target_grad_f32, FS_target_grad_f64, FS_log_normalize_f32, FS_log_normalize_f64,

@@ -8,160 +8,27 @@
 #    shifted logits and S = Σ_j exp(d_j); its gradient is dL/dx_j = A p_j - B_j.  For
 #    sigsoftmax, d_j are the log-domain gaps w(z_j) - max w and every column carries the
 #    extra factor (2 - sigmoid(z_j)) (Kanai et al., Theorem 5).
-# 2. Per row: (a) the max (and for sigsoftmax the gaps d_j into a per-thread double row
-#    `work`); (b) one pass that adds up log S (max term taken out, log1p as in logsumexp)
-#    and Σ B_j (-d_j) — all terms non-negative, so nothing cancels — leaving exp(d_j) in
-#    `work` (softmax exponentiates in the row's precision, sigsoftmax in double);
-#    (c) if a gradient is wanted, one pass writing scale * (A e_j / S - B_j).  The logits
-#    are read in (a) and, for sigsoftmax's factor, in (c) just before the gradient element
-#    is written, so the gradient may overwrite the logits (grad_out=logits).
-# 3. Sums, the loss and the gradient are computed in double for both dtypes.
-# 4. Which row computes it: index targets without smoothing (and softmax with smoothing
-#    but without class weights) take _row_cross_entropy_index; other rows within
-#    LONG_ROW_BYTES (probability targets, smoothing with class weights)
-#    _row_cross_entropy_targets, the same three steps in vector passes (fs_simd.h's
-#    FS_target_*); longer rows take _row_cross_entropy, the chunked loops of step 2.
+# 2. Per row, in vector passes (fs_simd.h): (a) the min and max (for sigsoftmax then the
+#    gaps d_j, and for a gradient the factors, into the per-thread row `work`); (b) log S
+#    (max term taken out, log1p as in logsumexp) from the exponentials, stored into the
+#    gradient row on the way when a gradient is wanted, and Σ B_j (-d_j) -- all terms
+#    non-negative, so nothing cancels; (c) if a gradient is wanted, one pass writing
+#    scale * (A e_j / S - B_j) (times the factor), formed in double and rounded once.
+#    Everything read from the logits is read before the gradient (which may be the
+#    logits: grad_out=logits) is written.
+# 3. Sums, the loss and the gradient are computed in double for both dtypes; softmax
+#    exponentiates in the row's precision (8 floats per AVX2 vector, as the forward).
+# 4. Two rows: _row_cross_entropy_index for index targets without smoothing (and softmax
+#    with smoothing but without class weights), where B is w_t at the target alone (or
+#    eps / C plus that) and (c) is one scaling; _row_cross_entropy_targets for the rest
+#    (probability targets, smoothing with class weights, and sigsoftmax with smoothing),
+#    which forms B_j from the targets and weights in (b) and again in (c)
+#    (FS_target_sums_*, FS_target_grad_*).  Softmax rows past LONG_ROW_BYTES with index
+#    targets and no smoothing take the max and sum by chunks instead
+#    (_long_row_cross_entropy_index).
 # 5. Ignored rows (index target == ignore_index) get loss 0 and gradient 0 without reading
-#    anything; the class weights are never indexed with ignore_index.  The weights are
-#    always an array (ones when unweighted) so that no load depends on a condition.  0 * log 0 counts as
-#    0: a zero target weight never turns a -inf logit into NaN.
-
-cdef inline void _add_chunk_sum(double* total, double* lost, const double* terms,
-                                Py_ssize_t n, real* dtype_tag=NULL) noexcept nogil:
-    """Add Σ terms into a compensated total: Kahan lanes for double rows, plain double
-    lanes for float rows (whose results are rounded to float anyway)."""
-    if real is float:
-        _add_compensated(total, lost, FS_sum_plain_f64(terms, n))
-    else:
-        _add_compensated(total, lost, FS_sum_f64(terms, n))
-
-
-cdef inline double _row_cross_entropy(
-        const real* x, Py_ssize_t n,                       # IN: logits row
-        Py_ssize_t target, const real* q,                  # IN: index target, or q row (target < 0)
-        const double* w, double w_total,                   # IN: class weights, their sum
-        double smoothing, bint sigsoftmax,
-        double* work,                                      # scratch: n doubles
-        real* grad, double grad_scale) noexcept nogil:     # OUT: gradient row (NULL: none)
-    """Loss of one (not ignored) row; writes grad_scale * dL/dx into grad if it is not NULL.
-
-    Loops are split by target kind and never load under a condition, so GCC vectorizes
-    them (a conditional load cannot be if-converted: it might fault).  Work goes chunk by
-    chunk through CHUNK-sized stack buffers.
-    """
-    cdef double per_class = smoothing / n, keep = 1.0 - smoothing
-    cdef double neg_gap[CHUNK]
-    cdef double exp_off_max[CHUNK]
-    cdef double weighted_gap[CHUNK]
-    cdef double target_weight[CHUNK]
-    cdef double factor[CHUNK]
-    cdef real row_exp[CHUNK]
-    cdef double sum_off_max = 0.0, sum_off_max_lost = 0.0
-    cdef double gap_total = 0.0, gap_total_lost = 0.0
-    cdef double weight_sum = 0.0, weight_sum_lost = 0.0
-    cdef double d, e, b, w_t = 0.0, target_d = 0.0, target_factor = 1.0
-    cdef double log_s, A, inverse_s, loss
-    cdef Py_ssize_t j, start, length, ties = 0
-    cdef bint has_index = q == NULL
-    cdef real row_min
-    cdef real row_max = _row_minmax(x, n, &row_min)
-    cdef bint short_exp = _short_exp(row_min, row_max)
-
-    # (a) sigsoftmax: the gaps d_j into `work`; softmax: d_j = x_j - max is formed on the fly
-    if sigsoftmax:
-        _row_sigsoftmax_gap(x, work, n, row_max)
-    if has_index:
-        target_d = work[target] if sigsoftmax else <double>x[target] - <double>row_max
-        w_t = w[target]
-        if sigsoftmax:
-            target_factor = 2.0 - FS_sigmoid(<double>x[target])
-
-    # (b) log S and Σ B_j (-d_j), leaving exp(d_j) in `work`; a zero B_j adds 0 even
-    #     against d_j = -inf.  Without smoothing an index target's Σ is 0: skipped.
-    start = 0
-    while start < n:
-        length = n - start if n - start < CHUNK else CHUNK
-        if sigsoftmax:
-            for j in range(length):
-                d = work[start + j]
-                e = FS_exp(d)
-                neg_gap[j] = -d
-                ties += d == 0
-                exp_off_max[j] = 0.0 if d == 0 else e
-                work[start + j] = e
-        else:
-            # exponentials in the row's own precision (8 floats per AVX2 vector, like the
-            # forward softmax); only the sums and `work` are double
-            _row_exp_shifted_sum(x + start, row_exp, length, row_max, short_exp)
-            for j in range(length):
-                ties += x[start + j] == row_max
-                exp_off_max[j] = 0.0 if x[start + j] == row_max else <double>row_exp[j]
-                work[start + j] = <double>row_exp[j]
-            if smoothing != 0 or not has_index:
-                for j in range(length):
-                    neg_gap[j] = <double>row_max - <double>x[start + j]
-        if not has_index:
-            for j in range(length):
-                b = w[start + j] * (keep * <double>q[start + j] + per_class)
-                target_weight[j] = b
-                weighted_gap[j] = 0.0 if b == 0 else b * neg_gap[j]
-            _add_chunk_sum[real](&weight_sum, &weight_sum_lost, target_weight, length)
-            _add_chunk_sum[real](&gap_total, &gap_total_lost, weighted_gap, length)
-        elif smoothing != 0:
-            # the target's own (1 - eps) w_t term is added in closed form below
-            for j in range(length):
-                b = per_class * w[start + j]
-                weighted_gap[j] = 0.0 if b == 0 else b * neg_gap[j]
-            _add_chunk_sum[real](&gap_total, &gap_total_lost, weighted_gap, length)
-        _add_chunk_sum[real](&sum_off_max, &sum_off_max_lost, exp_off_max, length)
-        start += length
-    sum_off_max += sum_off_max_lost
-    if row_max == INFINITY:
-        # a +inf logit makes the row undefined (inf - inf), as in softmax: NaN loss and
-        # gradient; the max-term exclusion above would otherwise hide it
-        sum_off_max = NAN
-    log_s = _log_normalizer(sum_off_max, ties)
-    if has_index:
-        A = keep * w_t + per_class * w_total
-        loss = per_class * w_total * log_s + (gap_total + gap_total_lost)
-        if keep * w_t != 0:        # 0 * log 0 counts as 0 here too
-            loss = keep * w_t * (log_s - target_d) + loss
-    else:
-        A = weight_sum + weight_sum_lost
-        loss = A * log_s + (gap_total + gap_total_lost)
-    if grad == NULL:
-        return loss
-
-    # (c) gradient s (A e_j / S - B_j) (times 2 - sigmoid(x_j) for sigsoftmax).  A chunk's
-    #     logits are read into `factor` before any of its gradient is written: grad may
-    #     be x itself.
-    inverse_s = 1.0 / (sum_off_max + <double>ties)
-    start = 0
-    while start < n:
-        length = n - start if n - start < CHUNK else CHUNK
-        if has_index:
-            for j in range(length):
-                target_weight[j] = per_class * w[start + j]
-        else:
-            for j in range(length):
-                target_weight[j] = w[start + j] * (keep * <double>q[start + j] + per_class)
-        if sigsoftmax:
-            for j in range(length):
-                factor[j] = grad_scale * (2.0 - FS_sigmoid(<double>x[start + j]))
-            for j in range(length):
-                grad[start + j] = <real>(factor[j] * (A * (work[start + j] * inverse_s)
-                                                      - target_weight[j]))
-        else:
-            for j in range(length):
-                grad[start + j] = <real>(grad_scale * (A * (work[start + j] * inverse_s)
-                                                       - target_weight[j]))
-        start += length
-    if has_index:
-        # the target column's B_t also has the (1 - eps) w_t term
-        grad[target] = <real>(grad_scale * target_factor * (
-            A * (work[target] * inverse_s) - (per_class * w[target] + keep * w_t)))
-    return loss
-
+#    anything; the class weights are never indexed with ignore_index.  0 * log 0 counts
+#    as 0: a zero target weight never turns a -inf logit into NaN.
 
 cdef inline double _long_row_cross_entropy_index(
         const real* x, Py_ssize_t n, Py_ssize_t target, double w_t, real* grad,
@@ -202,7 +69,7 @@ cdef inline double _row_cross_entropy_index(
         const real* x, Py_ssize_t n, Py_ssize_t target, double w_t,
         real* grad, double grad_scale, bint sigsoftmax, double* work,
         const real* ahead=NULL, double smoothing=0.0) noexcept nogil:
-    """The common case of _row_cross_entropy: an index target, no smoothing.  ahead: the
+    """The common case: an index target, no smoothing.  ahead: the
     next row, prefetched by the exponential pass (as in _softmax_rows).
 
     Then B = w_t at the target only and A = w_t, so loss = w_t (log S - d_t) and
@@ -218,7 +85,7 @@ cdef inline double _row_cross_entropy_index(
     Σ_j x_j - C max (one more read of x, in double, before the gradient is written), and
     grad = scale (p - eps / C), less scale (1 - eps) at the target: the scaling pass forms
     e_j (scale / S) - scale eps / C in double and rounds once (FS_affine_*).  The general
-    row (_row_cross_entropy) took 2.8x this row's time for the same loss.
+    row's chunked loops, since removed, took 2.8x its time for the same loss.
     """
     if not sigsoftmax and n * <Py_ssize_t>sizeof(real) > LONG_ROW_BYTES:
         return _long_row_cross_entropy_index(x, n, target, w_t, grad, grad_scale)
@@ -232,13 +99,16 @@ cdef inline double _row_cross_entropy_index(
     cdef double target_d, sum_off_max, total, log_s, factor, e_t
     cdef Py_ssize_t ties, j
     if sigsoftmax:
-        factors = gaps + n
+        if grad != NULL:        # the factors only scale the gradient
+            factors = gaps + n
+            if real is float:
+                FS_two_minus_sigmoid_f32(x, factors, n)
+            else:
+                FS_two_minus_sigmoid_f64(x, factors, n)
         if real is float:
             FS_sigsoftmax_gap_f32f(x, gaps, n, row_max, row_min >= -87.0 and row_max <= 87.0)
-            FS_two_minus_sigmoid_f32(x, factors, n)
         else:
             FS_sigsoftmax_gap_f64(x, gaps, n, row_max)
-            FS_two_minus_sigmoid_f64(x, factors, n)
         d = gaps
         shift = 0
         # the gap's slope is below 2 (see _row_sigsoftmax)
@@ -260,10 +130,10 @@ cdef inline double _row_cross_entropy_index(
     else:
         sum_off_max = _row_exp_store_sum_off_max(d, grad, n, shift, &ties, short_exp, ahead)
     if row_max == INFINITY:
-        sum_off_max = NAN      # as in _row_cross_entropy: a +inf logit makes the row NaN
+        sum_off_max = NAN      # a +inf logit makes the row NaN, as in softmax
     log_s = _log_normalizer(sum_off_max, ties)
     if smoothing != 0:
-        # the general row's loss with w = 1: keep (log S - d_t) + (per_class C log S + Σ B_j (-d_j))
+        # design note 1's loss with w = 1: keep (log S - d_t) + (per_class C log S + Σ B_j (-d_j))
         if grad != NULL:
             total = sum_off_max + <double>ties
             e_t = <double>grad[target]
@@ -295,8 +165,8 @@ cdef inline double _row_cross_entropy_targets(
         const double* w, double w_total, double smoothing, bint sigsoftmax,
         real* grad, double grad_scale, real* work, const real* ahead,
         const real* q_ahead) noexcept nogil:
-    """_row_cross_entropy for rows within LONG_ROW_BYTES, in vector passes: probability
-    targets, and index targets with smoothing and class weights.
+    """The loss of a row with probability targets, or with an index target and smoothing
+    and class weights (or sigsoftmax); the gradient into grad unless it is NULL.
 
     w == NULL: unit class weights (w_total is then n).  Passes over the row: min/max (for
     sigsoftmax then its gaps and its factors 2 - sigmoid(x) into `work`, as in
@@ -307,8 +177,8 @@ cdef inline double _row_cross_entropy_targets(
     read from x is read before the gradient row (which may be x) is written.  The last
     pass reads q, which may be the gradient row too: then softmax stores its
     exponentials in `work` instead, sigsoftmax over its gaps (`work` holds 2n values of
-    the row's type).  The general row's chunked loops took 2.1-2.8x this row's time
-    (float32 4096x1000)."""
+    the row's type).  The chunked Cython loops this replaced took 2.1-2.8x its time
+    (float32 4096x1000), 1.0-2.3x on rows of 300000 and 1000000 values."""
     cdef real row_min
     cdef real row_max = _row_minmax(x, n, &row_min)
     cdef bint short_exp
@@ -321,13 +191,16 @@ cdef inline double _row_cross_entropy_targets(
     cdef double sum_off_max, log_s, A, loss, total, e_t = 0.0, factor_t = 1.0
     cdef Py_ssize_t ties
     if sigsoftmax:
-        factors = work + n
+        if grad != NULL:
+            factors = work + n
+            if real is float:
+                FS_two_minus_sigmoid_f32(x, factors, n)
+            else:
+                FS_two_minus_sigmoid_f64(x, factors, n)
         if real is float:
             FS_sigsoftmax_gap_f32f(x, work, n, row_max, row_min >= -87.0 and row_max <= 87.0)
-            FS_two_minus_sigmoid_f32(x, factors, n)
         else:
             FS_sigsoftmax_gap_f64(x, work, n, row_max)
-            FS_two_minus_sigmoid_f64(x, factors, n)
         d = work
         shift = 0
         e = work
@@ -341,7 +214,7 @@ cdef inline double _row_cross_entropy_targets(
         w_t = w[target] if w != NULL else 1.0
         target_d = <double>d[target] - <double>shift
         target_b = keep * w_t
-        if sigsoftmax:
+        if factors != NULL:
             factor_t = <double>factors[target]
     if real is float:
         gap_total = FS_target_sums_f32(d, q, w, n, shift, keep, per_class, &weight_sum, q_ahead)
@@ -352,7 +225,7 @@ cdef inline double _row_cross_entropy_targets(
     else:
         sum_off_max = _row_exp_store_sum_off_max(d, e, n, shift, &ties, short_exp, ahead)
     if row_max == INFINITY:
-        sum_off_max = NAN      # as in _row_cross_entropy: a +inf logit makes the row NaN
+        sum_off_max = NAN      # a +inf logit makes the row NaN, as in softmax
     log_s = _log_normalizer(sum_off_max, ties)
     if q == NULL:
         # the target's own (1 - eps) w_t term in closed form; 0 * log 0 counts as 0
@@ -470,8 +343,8 @@ cdef inline void _cross_entropy_row(
             x + i * x_step, n_cols, targets[i], 1.0, grad_row,
             grad_scales[i] if grad_scales != NULL else grad_scale, False, work,
             _row_ahead(x, x_step, i, n_rows, n_cols), smoothing)
-    elif n_cols * <Py_ssize_t>sizeof(real) <= LONG_ROW_BYTES:
-        # probability targets, and smoothing with class weights: vector passes
+    else:
+        # probability targets, and smoothing with class weights
         losses[i] = _row_cross_entropy_targets(
             x + i * x_step, n_cols,
             targets[i] if targets != NULL else -1,
@@ -480,13 +353,6 @@ cdef inline void _cross_entropy_row(
             grad_scales[i] if grad_scales != NULL else grad_scale, <real*>work,
             _row_ahead(x, x_step, i, n_rows, n_cols),
             _row_ahead(q, q_step, i, n_rows, n_cols) if targets == NULL else NULL)
-    else:
-        losses[i] = _row_cross_entropy(
-            x + i * x_step, n_cols,
-            targets[i] if targets != NULL else -1,
-            q + i * q_step if targets == NULL else NULL,
-            w, w_total, smoothing, sigsoftmax, work, grad_row,
-            grad_scales[i] if grad_scales != NULL else grad_scale)
 
 
 cdef const char* _optional_data(object a, int typenum, Py_ssize_t length) except? NULL:
@@ -547,14 +413,15 @@ def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_
     if n_rows == 0 or n_cols == 0:
         return losses
     n_threads = max(1, min(n_threads, n_rows))
-    # whether every class weight is 1 matters only to smoothed index rows that fit the
-    # index row: scanned only then (a scan of 8x1000000's million weights on every call
-    # took its float32 cross-entropy from 2.5 to 4.8 ms), without a branch so that it
-    # vectorizes
+    # whether every class weight is 1 matters only to smoothed index rows within
+    # LONG_ROW_BYTES (softmax takes the index row, sigsoftmax the targets row without
+    # weights: the small-call entry's bits): scanned only then (a scan of 8x1000000's
+    # million weights on every call took its float32 cross-entropy from 2.5 to 4.8 ms),
+    # without a branch so that it vectorizes
     cdef bint unit_weights = False
     cdef int all_ones = 1
     cdef Py_ssize_t j
-    if (smoothing != 0 and target_data != NULL and not sigsoftmax
+    if (smoothing != 0 and target_data != NULL
             and n_cols * cnp.PyArray_ITEMSIZE(x) <= LONG_ROW_BYTES):
         with nogil:
             for j in range(n_cols):

@@ -12,7 +12,6 @@ cdef extern from "fs_reduce.h" nogil:
     float FS_max_f32(const float* x, Py_ssize_t n) noexcept
     double FS_max_f64(const double* x, Py_ssize_t n) noexcept
     double FS_sum_f64(const double* x, Py_ssize_t n) noexcept
-    double FS_sum_plain_f64(const double* x, Py_ssize_t n) noexcept
     float FS_minmax_f32(const float* x, Py_ssize_t n, float* min_out) noexcept
     double FS_minmax_f64(const double* x, Py_ssize_t n, double* min_out) noexcept
     bint FS_short_exp_f32(float low, float high) noexcept

@@ -213,33 +213,6 @@ static inline int FS_short_exp_f64(double low, double high)
     return high - high == 0 && low - high >= -708.0;
 }
 
-/* Sum of double x[0:n] through 8 plain lanes: enough when the result is rounded to float. */
-static inline double FS_sum_plain_f64(const double *x, ptrdiff_t n)
-{
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    ptrdiff_t j = 0;
-#if FS_HAVE_VECTOR_EXTENSIONS
-    FS_v4d s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0}, a, b;
-    for (; j + 8 <= n; j += 8) {
-        memcpy(&a, x + j, sizeof a);
-        memcpy(&b, x + j + 4, sizeof b);
-        s0 += a;
-        s1 += b;
-    }
-    for (int k = 0; k < 4; k++) {
-        lane[k] = s0[k];
-        lane[4 + k] = s1[k];
-    }
-#else
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++)
-            lane[k] += x[j + k];
-#endif
-    for (; j < n; j++)
-        lane[0] += x[j];
-    return ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
-}
-
 /* Sum of double x[0:n] with a Kahan-compensated accumulator per lane: a lane that holds
    a 1.0 and then adds many tiny terms keeps them (relative error about 2u for positive
    terms, whatever n).  Compensation is undefined for infinite terms ((s - inf) + inf is

@@ -766,25 +766,48 @@ FS_target_weight4d(FS_v4d q, FS_v4d w, FS_v4d keep, FS_v4d per_class, const int 
     return has_w ? b * w : b;
 }
 
-/* one vector of the sums: B into *b_acc, B (m - x) into *g_acc (0 where B = 0, even
-   against x = -inf or NaN); lanes outside `real` add nothing.  compensated: *g_acc and
-   *g_lost are Kahan lanes and *g_plain plain ones, which decide when the sum is not
-   finite (as in FS_sum_f64: an infinite term makes the compensation NaN) */
+/* A sum's lanes: [0] the sum, [1] what Kahan steps lost, [2] a plain sum, which decides
+   when the total is not finite (as in FS_sum_f64: an infinite term makes the
+   compensation NaN).  Uncompensated sums use [0] alone. */
+static inline __attribute__((always_inline)) void
+FS_target_add4d(FS_v4d acc[3], FS_v4d term, const int compensated)
+{
+    if (compensated) {
+        FS_kahan4d(&acc[0], &acc[1], term);
+        acc[2] += term;
+    } else {
+        acc[0] += term;
+    }
+}
+
+/* one vector of the sums: B into b, B (m - x) into g (0 where B = 0, even against
+   x = -inf or NaN); lanes outside `real` add nothing */
 static inline __attribute__((always_inline)) void
 FS_target_sums_step4d(FS_v4d x, FS_v4d q, FS_v4d w, FS_v4l real, FS_v4d m, FS_v4d keep,
-                      FS_v4d per_class, const int has_q, const int has_w, FS_v4d *b_acc,
-                      FS_v4d *g_acc, FS_v4d *g_lost, FS_v4d *g_plain, const int compensated)
+                      FS_v4d per_class, const int has_q, const int has_w, FS_v4d b[3],
+                      FS_v4d g[3], const int compensated)
 {
     const FS_v4d zero = FS_splat4d(0.0);
-    FS_v4d b = FS_select4d(real, FS_target_weight4d(q, w, keep, per_class, has_q, has_w), zero);
-    FS_v4d g = FS_select4d(FS_eq4d(b, zero), zero, b * (m - x));
-    *b_acc += b;
-    if (compensated) {
-        FS_kahan4d(g_acc, g_lost, g);
-        *g_plain += g;
-    } else {
-        *g_acc += g;
+    FS_v4d bv = FS_select4d(real, FS_target_weight4d(q, w, keep, per_class, has_q, has_w), zero);
+    FS_target_add4d(b, bv, compensated);
+    FS_target_add4d(g, FS_select4d(FS_eq4d(bv, zero), zero, bv * (m - x)), compensated);
+}
+
+/* four sets of FS_target_add4d's compensated lanes in one value */
+static inline double FS_target_fold4d(FS_v4d acc[4][3])
+{
+    const double plain = FS_fold4d(acc[0][2] + acc[2][2], acc[1][2] + acc[3][2]);
+    if (!isfinite(plain))
+        return plain;
+    /* the sets in pairs: their sums added, the rounding error (TwoSum) moved into the
+       lost parts */
+    FS_v4d s[2], c[2];
+    for (int h = 0; h < 2; h++) {
+        FS_v4d a = acc[h][0], b = acc[h + 2][0], t = a + b, bb = t - a;
+        s[h] = t;
+        c[h] = (acc[h][1] + acc[h + 2][1]) - ((a - (t - bb)) + (b - bb));
     }
+    return FS_fold_kahan4d(s[0], c[0], s[1], c[1]);
 }
 #endif
 
@@ -802,9 +825,9 @@ FS_target_sums_f32_impl(const float *x, const float *q, const double *w, ptrdiff
 #if FS_HAVE_VECTOR_EXTENSIONS
     const FS_v4d mv = FS_splat4d((double)m), kv = FS_splat4d(keep), pv = FS_splat4d(per_class);
     const FS_v4l lane = {0, 1, 2, 3}, every = {-1, -1, -1, -1};
-    FS_v4d b_acc[4], g_acc[4], unused = FS_splat4d(0.0);
+    FS_v4d b_acc[4][3], g_acc[4][3];
     for (int a = 0; a < 4; a++)
-        b_acc[a] = g_acc[a] = FS_splat4d(0.0);
+        b_acc[a][0] = g_acc[a][0] = FS_splat4d(0.0);
     /* whole blocks of 16, then the rest 8 at a time (past n: x = m, q = w = 0, and
        the lanes masked off) */
     for (; j < n; j += 16) {
@@ -824,13 +847,12 @@ FS_target_sums_f32_impl(const float *x, const float *q, const double *w, ptrdiff
                     ws[h] = FS_load4d_upto(w + j + 8 * u + 4 * h, k - 4 * h, 0.0);
                 FS_target_sums_step4d(xs[h], qs[h], ws[h],
                                       whole ? every : (FS_v4l)(lane < (long long)(k - 4 * h)), mv, kv,
-                                      pv, has_q, has_w, &b_acc[2 * u + h], &g_acc[2 * u + h],
-                                      &unused, &unused, 0);
+                                      pv, has_q, has_w, b_acc[2 * u + h], g_acc[2 * u + h], 0);
             }
         }
     }
-    *weight_sum = FS_fold4d(b_acc[0] + b_acc[2], b_acc[1] + b_acc[3]);
-    return FS_fold4d(g_acc[0] + g_acc[2], g_acc[1] + g_acc[3]);
+    *weight_sum = FS_fold4d(b_acc[0][0] + b_acc[2][0], b_acc[1][0] + b_acc[3][0]);
+    return FS_fold4d(g_acc[0][0] + g_acc[2][0], g_acc[1][0] + g_acc[3][0]);
 #else
     double b_total = 0.0, g_total = 0.0;
     for (; j < n; j++) {
@@ -844,9 +866,9 @@ FS_target_sums_f32_impl(const float *x, const float *q, const double *w, ptrdiff
 #endif
 }
 
-/* FS_target_sums_f32_impl for double rows: the B_j (m - x_j) in Kahan lanes, as the
-   other double row sums (four sets of them: a Kahan step is a chain of three
-   additions) */
+/* FS_target_sums_f32_impl for double rows: both sums in Kahan lanes, as the other double
+   row sums (four sets of them: a Kahan step is a chain of three additions).  A = Σ B_j
+   scales every gradient value: plain lanes lost 1e-12 of it on rows of 300000. */
 static inline __attribute__((always_inline)) double
 FS_target_sums_f64_impl(const double *x, const double *q, const double *w, ptrdiff_t n,
                         double m, double keep, double per_class, double *weight_sum,
@@ -856,9 +878,10 @@ FS_target_sums_f64_impl(const double *x, const double *q, const double *w, ptrdi
 #if FS_HAVE_VECTOR_EXTENSIONS
     const FS_v4d mv = FS_splat4d(m), kv = FS_splat4d(keep), pv = FS_splat4d(per_class);
     const FS_v4l lane = {0, 1, 2, 3}, every = {-1, -1, -1, -1};
-    FS_v4d b_acc[4], g_acc[4], g_lost[4], g_plain[4];
+    FS_v4d b_acc[4][3], g_acc[4][3];
     for (int a = 0; a < 4; a++)
-        b_acc[a] = g_acc[a] = g_lost[a] = g_plain[a] = FS_splat4d(0.0);
+        for (int c = 0; c < 3; c++)
+            b_acc[a][c] = g_acc[a][c] = FS_splat4d(0.0);
     for (; j < n; j += 16) {
         FS_prefetch_two_lines(ahead ? ahead + j : NULL);
         for (int h = 0; h < 4; h++) {
@@ -872,37 +895,27 @@ FS_target_sums_f64_impl(const double *x, const double *q, const double *w, ptrdi
                 wv = FS_load4d_upto(w + j + 4 * h, k, 0.0);
             FS_target_sums_step4d(FS_load4d_upto(x + j + 4 * h, k, m), qv, wv,
                                   n - j >= 16 ? every : (FS_v4l)(lane < (long long)k), mv, kv, pv,
-                                  has_q, has_w, &b_acc[h], &g_acc[h], &g_lost[h],
-                                  &g_plain[h], 1);
+                                  has_q, has_w, b_acc[h], g_acc[h], 1);
         }
     }
-    *weight_sum = FS_fold4d(b_acc[0] + b_acc[2], b_acc[1] + b_acc[3]);
-    const double plain = FS_fold4d(g_plain[0] + g_plain[2], g_plain[1] + g_plain[3]);
-    if (!isfinite(plain))
-        return plain;
-    /* the four Kahan sets in two: each pair's sums added with their rounding error
-       moved into the lost parts (TwoSum) */
-    FS_v4d s[2], c[2];
-    for (int h = 0; h < 2; h++) {
-        FS_v4d a = g_acc[h], b = g_acc[h + 2], t = a + b, bb = t - a;
-        s[h] = t;
-        c[h] = (g_lost[h] + g_lost[h + 2]) - ((a - (t - bb)) + (b - bb));
-    }
-    return FS_fold_kahan4d(s[0], c[0], s[1], c[1]);
+    *weight_sum = FS_target_fold4d(b_acc);
+    return FS_target_fold4d(g_acc);
 #else
-    double b_total = 0.0, g_total = 0.0, g_lost = 0.0, g_plain = 0.0;
+    double b_sum[3] = {0.0, 0.0, 0.0}, g_sum[3] = {0.0, 0.0, 0.0};
     for (; j < n; j++) {
         double b = FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0, keep, per_class,
                                     has_q, has_w);
-        b_total += b;
-        double g = b == 0 ? 0.0 : b * (m - x[j]);
-        double term = g - g_lost, t = g_total + term;
-        g_plain += g;
-        g_lost = (t - g_total) - term;
-        g_total = t;
+        double terms[2] = {b, b == 0 ? 0.0 : b * (m - x[j])};
+        for (int s = 0; s < 2; s++) {
+            double *sum = s ? g_sum : b_sum;
+            double term = terms[s] - sum[1], t = sum[0] + term;
+            sum[2] += terms[s];
+            sum[1] = (t - sum[0]) - term;
+            sum[0] = t;
+        }
     }
-    *weight_sum = b_total;
-    return isfinite(g_plain) ? g_total : g_plain;
+    *weight_sum = isfinite(b_sum[2]) ? b_sum[0] - b_sum[1] : b_sum[2];
+    return isfinite(g_sum[2]) ? g_sum[0] - g_sum[1] : g_sum[2];
 #endif
 }
 
