@@ -9,7 +9,8 @@
 #    sigsoftmax, d_j are the log-domain gaps w(z_j) - max w and every column carries the
 #    extra factor (2 - sigmoid(z_j)) (Kanai et al., Theorem 5).
 # 2. Per row, in vector passes (fs_simd.h): (a) the min and max (for sigsoftmax then the
-#    gaps d_j, and for a gradient the factors, into the per-thread row `work`); (b) log S
+#    gaps d_j into the per-thread row `work`; the index row's gradient also keeps its
+#    factors there, the targets row forms them in (c)); (b) log S
 #    (max term taken out, log1p as in logsumexp) from the exponentials, stored into the
 #    gradient row on the way when a gradient is wanted, and Σ B_j (-d_j) -- all terms
 #    non-negative, so nothing cancels; (c) if a gradient is wanted, one pass writing
@@ -169,15 +170,14 @@ cdef inline double _row_cross_entropy_targets(
     and class weights (or sigsoftmax); the gradient into grad unless it is NULL.
 
     w == NULL: unit class weights (w_total is then n).  Passes over the row: min/max (for
-    sigsoftmax then its gaps and its factors 2 - sigmoid(x) into `work`, as in
-    _row_cross_entropy_index); the sums A = Σ B_j and Σ B_j (-d_j) (FS_target_sums_*,
-    B_j formed there as in the design note); the exponentials stored into the gradient
-    row (only summed without one); grad_j = scale (A e_j / S - B_j), for sigsoftmax times
-    its factor (FS_target_grad_*, B_j formed again, rounded once).  Everything
-    read from x is read before the gradient row (which may be x) is written.  The last
-    pass reads q, which may be the gradient row too: then softmax stores its
-    exponentials in `work` instead, sigsoftmax over its gaps (`work` holds 2n values of
-    the row's type).  The chunked Cython loops this replaced took 2.1-2.8x its time
+    sigsoftmax then its gaps into `work`, as in _row_cross_entropy_index); the sums
+    A = Σ B_j and Σ B_j (-d_j) (FS_target_sums_*, B_j formed there as in the design
+    note); the exponentials stored into the gradient row (only summed without one);
+    grad_j = scale (A e_j / S - B_j), for sigsoftmax times its factor 2 - sigmoid(x_j)
+    formed from x_j on the way (FS_target_grad_*, B_j formed again, rounded once).  Each
+    x_j is read before grad_j (grad may be x) is written.  The last pass reads q, which
+    may be the gradient row too: then softmax stores its exponentials in `work` instead,
+    sigsoftmax over its gaps (`work` holds n values of the row's type).  The chunked Cython loops this replaced took 2.1-2.8x its time
     (float32 4096x1000), 1.0-2.3x on rows of 300000 and 1000000 values."""
     cdef real row_min
     cdef real row_max = _row_minmax(x, n, &row_min)
@@ -185,18 +185,16 @@ cdef inline double _row_cross_entropy_targets(
     cdef const real* d = x          # exponentiated: x - max, or the gaps (shift 0)
     cdef real shift = row_max
     cdef real* e = grad
-    cdef real* factors = NULL
+    cdef const real* factor_logits = NULL
+    cdef real factor_at_target
     cdef double per_class = smoothing / n, keep = 1.0 - smoothing
     cdef double weight_sum, gap_total, w_t = 0.0, target_d = 0.0, target_b = 0.0
     cdef double sum_off_max, log_s, A, loss, total, e_t = 0.0, factor_t = 1.0
     cdef Py_ssize_t ties
     if sigsoftmax:
         if grad != NULL:
-            factors = work + n
-            if real is float:
-                FS_two_minus_sigmoid_f32(x, factors, n)
-            else:
-                FS_two_minus_sigmoid_f64(x, factors, n)
+            # the gradient pass forms the factors from the logits as it goes
+            factor_logits = x
         if real is float:
             FS_sigsoftmax_gap_f32f(x, work, n, row_max, row_min >= -87.0 and row_max <= 87.0)
         else:
@@ -214,8 +212,13 @@ cdef inline double _row_cross_entropy_targets(
         w_t = w[target] if w != NULL else 1.0
         target_d = <double>d[target] - <double>shift
         target_b = keep * w_t
-        if factors != NULL:
-            factor_t = <double>factors[target]
+        if factor_logits != NULL:
+            # the target's factor as the gradient pass forms it, read before grad is written
+            if real is float:
+                FS_two_minus_sigmoid_f32(x + target, &factor_at_target, 1)
+            else:
+                FS_two_minus_sigmoid_f64(x + target, &factor_at_target, 1)
+            factor_t = <double>factor_at_target
     if real is float:
         gap_total = FS_target_sums_f32(d, q, w, n, shift, keep, per_class, &weight_sum, q_ahead)
     else:
@@ -242,11 +245,11 @@ cdef inline double _row_cross_entropy_targets(
     if q == NULL:
         e_t = <double>e[target]
     if real is float:
-        FS_target_grad_f32(e, grad, q, w, factors, n, grad_scale * A / total, grad_scale, keep,
-                           per_class)
+        FS_target_grad_f32(e, grad, q, w, factor_logits, n, grad_scale * A / total,
+                           grad_scale, keep, per_class)
     else:
-        FS_target_grad_f64(e, grad, q, w, factors, n, grad_scale * A / total, grad_scale, keep,
-                           per_class)
+        FS_target_grad_f64(e, grad, q, w, factor_logits, n, grad_scale * A / total,
+                           grad_scale, keep, per_class)
     if q == NULL:
         grad[target] = <real>(grad_scale * factor_t
                               * (A * (e_t / total) - (per_class * w_t + target_b)))

@@ -34,10 +34,10 @@ cdef extern from "fs_simd.h" nogil:
                               double m, double keep, double per_class, double* weight_sum,
                               const double* ahead) noexcept
     void FS_target_grad_f32(const float* e, float* y, const float* q, const double* w,
-                            const float* f, Py_ssize_t n, double k, double c, double keep,
+                            const float* z, Py_ssize_t n, double k, double c, double keep,
                             double per_class) noexcept
     void FS_target_grad_f64(const double* e, double* y, const double* q, const double* w,
-                            const double* f, Py_ssize_t n, double k, double c, double keep,
+                            const double* z, Py_ssize_t n, double k, double c, double keep,
                             double per_class) noexcept
     void FS_divide_f64(double* y, Py_ssize_t n, double total) noexcept
     void FS_log_normalize_f32(const float* x, float* y, Py_ssize_t n, float m, double log_norm) noexcept

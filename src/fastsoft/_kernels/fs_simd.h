@@ -742,295 +742,6 @@ static inline void FS_affine_f64(double *y, ptrdiff_t n, double k, double c)
         y[j] = y[j] * k - c;
 }
 
-/* ---------------------------------------------------------------------------------------
- * Cross-entropy's target weights (_loss.pxi's _row_cross_entropy_targets)
- *
- * B_j = w_j (keep q_j + per_class) for a probability target row q; B_j = w_j per_class
- * for an index target (q == NULL: the target's own (1 - eps) w_t is the caller's term);
- * w == NULL means unit class weights.  The sums and the gradient form B_j alike, in
- * double, with the row's last n % 8 (n % 4) values in vector lanes too.
- * ------------------------------------------------------------------------------------- */
-static inline double FS_target_weight(double q, double w, double keep, double per_class,
-                                      const int has_q, const int has_w)
-{
-    double b = has_q ? q * keep + per_class : per_class;
-    return has_w ? b * w : b;
-}
-
-#if FS_HAVE_VECTOR_EXTENSIONS
-static inline __attribute__((always_inline)) FS_v4d
-FS_target_weight4d(FS_v4d q, FS_v4d w, FS_v4d keep, FS_v4d per_class, const int has_q,
-                   const int has_w)
-{
-    FS_v4d b = has_q ? q * keep + per_class : per_class;
-    return has_w ? b * w : b;
-}
-
-/* A sum's lanes: [0] the sum, [1] what Kahan steps lost, [2] a plain sum, which decides
-   when the total is not finite (as in FS_sum_f64: an infinite term makes the
-   compensation NaN).  Uncompensated sums use [0] alone. */
-static inline __attribute__((always_inline)) void
-FS_target_add4d(FS_v4d acc[3], FS_v4d term, const int compensated)
-{
-    if (compensated) {
-        FS_kahan4d(&acc[0], &acc[1], term);
-        acc[2] += term;
-    } else {
-        acc[0] += term;
-    }
-}
-
-/* one vector of the sums: B into b, B (m - x) into g (0 where B = 0, even against
-   x = -inf or NaN); lanes outside `real` add nothing */
-static inline __attribute__((always_inline)) void
-FS_target_sums_step4d(FS_v4d x, FS_v4d q, FS_v4d w, FS_v4l real, FS_v4d m, FS_v4d keep,
-                      FS_v4d per_class, const int has_q, const int has_w, FS_v4d b[3],
-                      FS_v4d g[3], const int compensated)
-{
-    const FS_v4d zero = FS_splat4d(0.0);
-    FS_v4d bv = FS_select4d(real, FS_target_weight4d(q, w, keep, per_class, has_q, has_w), zero);
-    FS_target_add4d(b, bv, compensated);
-    FS_target_add4d(g, FS_select4d(FS_eq4d(bv, zero), zero, bv * (m - x)), compensated);
-}
-
-/* four sets of FS_target_add4d's compensated lanes in one value */
-static inline double FS_target_fold4d(FS_v4d acc[4][3])
-{
-    const double plain = FS_fold4d(acc[0][2] + acc[2][2], acc[1][2] + acc[3][2]);
-    if (!isfinite(plain))
-        return plain;
-    /* the sets in pairs: their sums added, the rounding error (TwoSum) moved into the
-       lost parts */
-    FS_v4d s[2], c[2];
-    for (int h = 0; h < 2; h++) {
-        FS_v4d a = acc[h][0], b = acc[h + 2][0], t = a + b, bb = t - a;
-        s[h] = t;
-        c[h] = (acc[h][1] + acc[h + 2][1]) - ((a - (t - bb)) + (b - bb));
-    }
-    return FS_fold_kahan4d(s[0], c[0], s[1], c[1]);
-}
-#endif
-
-/* Σ_j B_j (m - x_j) over a float row, and Σ_j B_j in *weight_sum; both in double (plain
-   lanes: the loss is rounded to float's precision anyway).  With B_j >= 0 and m the
-   row's max every term is >= 0: nothing cancels.  Four accumulators of each sum, so
-   that the additions' latency does not bound the loop (with one pair, a float32
-   4096x1000 row took longer here than its exponentials). */
-static inline __attribute__((always_inline)) double
-FS_target_sums_f32_impl(const float *x, const float *q, const double *w, ptrdiff_t n, float m,
-                        double keep, double per_class, double *weight_sum, const float *ahead,
-                        const int has_q, const int has_w)
-{
-    ptrdiff_t j = 0;
-#if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v4d mv = FS_splat4d((double)m), kv = FS_splat4d(keep), pv = FS_splat4d(per_class);
-    const FS_v4l lane = {0, 1, 2, 3}, every = {-1, -1, -1, -1};
-    FS_v4d b_acc[4][3], g_acc[4][3];
-    for (int a = 0; a < 4; a++)
-        b_acc[a][0] = g_acc[a][0] = FS_splat4d(0.0);
-    /* whole blocks of 16, then the rest 8 at a time (past n: x = m, q = w = 0, and
-       the lanes masked off) */
-    for (; j < n; j += 16) {
-        if (ahead)
-            FS_prefetch(ahead + j);
-        for (int u = 0; u < 2; u++) {
-            const ptrdiff_t k = n - j - 8 * u;
-            const int whole = n - j >= 16;
-            FS_v4d xs[2], qs[2] = {kv, kv}, ws[2] = {kv, kv};
-            if (k <= 0)
-                break;
-            FS_widen8f(FS_load8f_upto(x + j + 8 * u, k, m), &xs[0], &xs[1]);
-            if (has_q)
-                FS_widen8f(FS_load8f_upto(q + j + 8 * u, k, 0.0f), &qs[0], &qs[1]);
-            for (int h = 0; h < 2; h++) {
-                if (has_w)
-                    ws[h] = FS_load4d_upto(w + j + 8 * u + 4 * h, k - 4 * h, 0.0);
-                FS_target_sums_step4d(xs[h], qs[h], ws[h],
-                                      whole ? every : (FS_v4l)(lane < (long long)(k - 4 * h)), mv, kv,
-                                      pv, has_q, has_w, b_acc[2 * u + h], g_acc[2 * u + h], 0);
-            }
-        }
-    }
-    *weight_sum = FS_fold4d(b_acc[0][0] + b_acc[2][0], b_acc[1][0] + b_acc[3][0]);
-    return FS_fold4d(g_acc[0][0] + g_acc[2][0], g_acc[1][0] + g_acc[3][0]);
-#else
-    double b_total = 0.0, g_total = 0.0;
-    for (; j < n; j++) {
-        double b = FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0, keep, per_class,
-                                    has_q, has_w);
-        b_total += b;
-        g_total += b == 0 ? 0.0 : b * ((double)m - (double)x[j]);
-    }
-    *weight_sum = b_total;
-    return g_total;
-#endif
-}
-
-/* FS_target_sums_f32_impl for double rows: both sums in Kahan lanes, as the other double
-   row sums (four sets of them: a Kahan step is a chain of three additions).  A = Σ B_j
-   scales every gradient value: plain lanes lost 1e-12 of it on rows of 300000. */
-static inline __attribute__((always_inline)) double
-FS_target_sums_f64_impl(const double *x, const double *q, const double *w, ptrdiff_t n,
-                        double m, double keep, double per_class, double *weight_sum,
-                        const double *ahead, const int has_q, const int has_w)
-{
-    ptrdiff_t j = 0;
-#if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v4d mv = FS_splat4d(m), kv = FS_splat4d(keep), pv = FS_splat4d(per_class);
-    const FS_v4l lane = {0, 1, 2, 3}, every = {-1, -1, -1, -1};
-    FS_v4d b_acc[4][3], g_acc[4][3];
-    for (int a = 0; a < 4; a++)
-        for (int c = 0; c < 3; c++)
-            b_acc[a][c] = g_acc[a][c] = FS_splat4d(0.0);
-    for (; j < n; j += 16) {
-        FS_prefetch_two_lines(ahead ? ahead + j : NULL);
-        for (int h = 0; h < 4; h++) {
-            const ptrdiff_t k = n - j - 4 * h;
-            FS_v4d qv = kv, wv = kv;
-            if (k <= 0)
-                break;
-            if (has_q)
-                qv = FS_load4d_upto(q + j + 4 * h, k, 0.0);
-            if (has_w)
-                wv = FS_load4d_upto(w + j + 4 * h, k, 0.0);
-            FS_target_sums_step4d(FS_load4d_upto(x + j + 4 * h, k, m), qv, wv,
-                                  n - j >= 16 ? every : (FS_v4l)(lane < (long long)k), mv, kv, pv,
-                                  has_q, has_w, b_acc[h], g_acc[h], 1);
-        }
-    }
-    *weight_sum = FS_target_fold4d(b_acc);
-    return FS_target_fold4d(g_acc);
-#else
-    double b_sum[3] = {0.0, 0.0, 0.0}, g_sum[3] = {0.0, 0.0, 0.0};
-    for (; j < n; j++) {
-        double b = FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0, keep, per_class,
-                                    has_q, has_w);
-        double terms[2] = {b, b == 0 ? 0.0 : b * (m - x[j])};
-        for (int s = 0; s < 2; s++) {
-            double *sum = s ? g_sum : b_sum;
-            double term = terms[s] - sum[1], t = sum[0] + term;
-            sum[2] += terms[s];
-            sum[1] = (t - sum[0]) - term;
-            sum[0] = t;
-        }
-    }
-    *weight_sum = isfinite(b_sum[2]) ? b_sum[0] - b_sum[1] : b_sum[2];
-    return isfinite(g_sum[2]) ? g_sum[0] - g_sum[1] : g_sum[2];
-#endif
-}
-
-#define FS_TARGET_VARIANTS(NAME, ...)                                                 \
-    (q ? (w ? NAME(__VA_ARGS__, 1, 1) : NAME(__VA_ARGS__, 1, 0))                    \
-       : (w ? NAME(__VA_ARGS__, 0, 1) : NAME(__VA_ARGS__, 0, 0)))
-
-/* ahead != NULL: n values there (the next row's target) are prefetched on the way: a
-   row of targets read from memory starts in a new page, where the hardware prefetchers
-   wait for misses */
-static inline double FS_target_sums_f32(const float *x, const float *q, const double *w,
-                                        ptrdiff_t n, float m, double keep, double per_class,
-                                        double *weight_sum, const float *ahead)
-{
-    return FS_TARGET_VARIANTS(FS_target_sums_f32_impl, x, q, w, n, m, keep, per_class,
-                              weight_sum, ahead);
-}
-
-static inline double FS_target_sums_f64(const double *x, const double *q, const double *w,
-                                        ptrdiff_t n, double m, double keep, double per_class,
-                                        double *weight_sum, const double *ahead)
-{
-    return FS_TARGET_VARIANTS(FS_target_sums_f64_impl, x, q, w, n, m, keep, per_class,
-                              weight_sum, ahead);
-}
-
-/* y[j] = (e[j] k - c B_j) f[j] (f == NULL: without the factor), formed in double and
-   rounded once (y may be e, q or f: each element is read before it is written) */
-static inline __attribute__((always_inline)) void
-FS_target_grad_f32_impl(const float *e, float *y, const float *q, const double *w,
-                        const float *f, ptrdiff_t n, double k_, double c_, double keep,
-                        double per_class, const int has_f, const int has_q, const int has_w)
-{
-    ptrdiff_t j = 0;
-#if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v4d kv = FS_splat4d(k_), cv = FS_splat4d(c_), keep_v = FS_splat4d(keep);
-    const FS_v4d pv = FS_splat4d(per_class);
-    for (; j < n; j += 8) {
-        const ptrdiff_t k = n - j;
-        FS_v4d es[2], qs[2] = {keep_v, keep_v}, ws[2] = {keep_v, keep_v}, fs[2];
-        FS_widen8f(FS_load8f_upto(e + j, k, 0.0f), &es[0], &es[1]);
-        if (has_q)
-            FS_widen8f(FS_load8f_upto(q + j, k, 0.0f), &qs[0], &qs[1]);
-        if (has_f)
-            FS_widen8f(FS_load8f_upto(f + j, k, 0.0f), &fs[0], &fs[1]);
-        for (int h = 0; h < 2; h++) {
-            if (has_w)
-                ws[h] = FS_load4d_upto(w + j + 4 * h, k - 4 * h, 0.0);
-            es[h] = es[h] * kv - cv * FS_target_weight4d(qs[h], ws[h], keep_v, pv, has_q, has_w);
-            if (has_f)
-                es[h] = es[h] * fs[h];
-        }
-        FS_store8f_upto(y + j, FS_narrow8f(es[0], es[1]), k);
-    }
-#else
-    for (; j < n; j++) {
-        double g = (double)e[j] * k_ - c_ * FS_target_weight(has_q ? q[j] : 0.0,
-                                                             has_w ? w[j] : 0.0, keep,
-                                                             per_class, has_q, has_w);
-        y[j] = (float)(has_f ? g * (double)f[j] : g);
-    }
-#endif
-}
-
-static inline __attribute__((always_inline)) void
-FS_target_grad_f64_impl(const double *e, double *y, const double *q, const double *w,
-                        const double *f, ptrdiff_t n, double k_, double c_, double keep,
-                        double per_class, const int has_f, const int has_q, const int has_w)
-{
-    ptrdiff_t j = 0;
-#if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v4d kv = FS_splat4d(k_), cv = FS_splat4d(c_), keep_v = FS_splat4d(keep);
-    const FS_v4d pv = FS_splat4d(per_class);
-    for (; j < n; j += 4) {
-        const ptrdiff_t k = n - j;
-        FS_v4d qv = keep_v, wv = keep_v;
-        if (has_q)
-            qv = FS_load4d_upto(q + j, k, 0.0);
-        if (has_w)
-            wv = FS_load4d_upto(w + j, k, 0.0);
-        FS_v4d ev = FS_load4d_upto(e + j, k, 0.0) * kv
-                    - cv * FS_target_weight4d(qv, wv, keep_v, pv, has_q, has_w);
-        if (has_f)
-            ev = ev * FS_load4d_upto(f + j, k, 0.0);
-        FS_store4d_upto(y + j, ev, k);
-    }
-#else
-    for (; j < n; j++) {
-        double g = e[j] * k_ - c_ * FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0,
-                                                     keep, per_class, has_q, has_w);
-        y[j] = has_f ? g * f[j] : g;
-    }
-#endif
-}
-
-static inline void FS_target_grad_f32(const float *e, float *y, const float *q, const double *w,
-                                      const float *f, ptrdiff_t n, double k, double c,
-                                      double keep, double per_class)
-{
-    if (f)
-        FS_TARGET_VARIANTS(FS_target_grad_f32_impl, e, y, q, w, f, n, k, c, keep, per_class, 1);
-    else
-        FS_TARGET_VARIANTS(FS_target_grad_f32_impl, e, y, q, w, f, n, k, c, keep, per_class, 0);
-}
-
-static inline void FS_target_grad_f64(const double *e, double *y, const double *q,
-                                      const double *w, const double *f, ptrdiff_t n, double k,
-                                      double c, double keep, double per_class)
-{
-    if (f)
-        FS_TARGET_VARIANTS(FS_target_grad_f64_impl, e, y, q, w, f, n, k, c, keep, per_class, 1);
-    else
-        FS_TARGET_VARIANTS(FS_target_grad_f64_impl, e, y, q, w, f, n, k, c, keep, per_class, 0);
-}
-
 /* y[j] = (x[j] - m) - log_norm (y may be x), in float: both terms have the sign of the
    result (x - m <= 0 <= log_norm), so nothing cancels and the three roundings stay within
    1.5 u of |y|, inside the log outputs' 4 u bound (docs/numerics.md). */
@@ -1816,11 +1527,20 @@ FS_transpose4x4_f64(const double *src, ptrdiff_t src_stride, double *dst, ptrdif
 
 /* c[j] = 2 - sigmoid(z[j]), sigsoftmax's gradient factor (Kanai et al., Theorem 5), with
    sigmoid(z) = (z >= 0 ? 1 : t) / (1 + t), t = exp(-|z|): nothing overflows. */
+#if FS_HAVE_VECTOR_EXTENSIONS
+static inline FS_v8f FS_two_minus_sigmoid_v8(FS_v8f a)
+{
+    const FS_v8f zero = FS_splat8f(0.0f), one = FS_splat8f(1.0f), two = FS_splat8f(2.0f);
+    FS_v8i positive = FS_ge8f(a, zero);
+    FS_v8f t = FS_expf_v8(FS_select8f(positive, -a, a));
+    return two - FS_select8f(positive, one, t) / (one + t);
+}
+#endif
+
 static inline void FS_two_minus_sigmoid_f32(const float *z, float *c, ptrdiff_t n)
 {
     ptrdiff_t j = 0;
 #if FS_HAVE_VECTOR_EXTENSIONS
-    const FS_v8f zero = FS_splat8f(0.0f), one = FS_splat8f(1.0f), two = FS_splat8f(2.0f);
     for (; j < n; j += 8) {
         ptrdiff_t k = n - j < 8 ? n - j : 8;
         FS_v8f a;
@@ -1828,9 +1548,7 @@ static inline void FS_two_minus_sigmoid_f32(const float *z, float *c, ptrdiff_t 
             memcpy(&a, z + j, sizeof a);
         else
             a = FS_load8f_tail(z + j, k, 0.0f);
-        FS_v8i positive = FS_ge8f(a, zero);
-        FS_v8f t = FS_expf_v8(FS_select8f(positive, -a, a));
-        FS_v8f f = two - FS_select8f(positive, one, t) / (one + t);
+        FS_v8f f = FS_two_minus_sigmoid_v8(a);
         if (k == 8)
             memcpy(c + j, &f, sizeof f);
         else
@@ -1914,6 +1632,297 @@ static inline void FS_two_minus_sigmoid_f64(const double *z, double *c, ptrdiff_
     for (; j < n; j++)
         c[j] = 2.0 - FS_sigmoid(z[j]);
 #endif
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Cross-entropy's target weights (_loss.pxi's _row_cross_entropy_targets)
+ *
+ * B_j = w_j (keep q_j + per_class) for a probability target row q; B_j = w_j per_class
+ * for an index target (q == NULL: the target's own (1 - eps) w_t is the caller's term);
+ * w == NULL means unit class weights.  The sums and the gradient form B_j alike, in
+ * double, with the row's last n % 8 (n % 4) values in vector lanes too.
+ * ------------------------------------------------------------------------------------- */
+static inline double FS_target_weight(double q, double w, double keep, double per_class,
+                                      const int has_q, const int has_w)
+{
+    double b = has_q ? q * keep + per_class : per_class;
+    return has_w ? b * w : b;
+}
+
+#if FS_HAVE_VECTOR_EXTENSIONS
+static inline __attribute__((always_inline)) FS_v4d
+FS_target_weight4d(FS_v4d q, FS_v4d w, FS_v4d keep, FS_v4d per_class, const int has_q,
+                   const int has_w)
+{
+    FS_v4d b = has_q ? q * keep + per_class : per_class;
+    return has_w ? b * w : b;
+}
+
+/* one vector of the sums: B into *b, B (m - x) into *g (0 where B = 0, even against
+   x = -inf or NaN); lanes outside `real` add nothing */
+static inline __attribute__((always_inline)) void
+FS_target_sums_step4d(FS_v4d x, FS_v4d q, FS_v4d w, FS_v4l real, FS_v4d m, FS_v4d keep,
+                      FS_v4d per_class, const int has_q, const int has_w, FS_v4d *b,
+                      FS_v4d *g)
+{
+    const FS_v4d zero = FS_splat4d(0.0);
+    FS_v4d bv = FS_select4d(real, FS_target_weight4d(q, w, keep, per_class, has_q, has_w), zero);
+    *b += bv;
+    *g += FS_select4d(FS_eq4d(bv, zero), zero, bv * (m - x));
+}
+
+/* A compensated total of vectors: [0] the Kahan lanes' sum, [1] what they lost, [2] a
+   plain sum, which decides when the total is not finite (as in FS_sum_f64: an infinite
+   term makes the compensation NaN) */
+static inline void FS_target_add4d(FS_v4d total[3], FS_v4d term)
+{
+    FS_kahan4d(&total[0], &total[1], term);
+    total[2] += term;
+}
+
+static inline double FS_target_total4d(FS_v4d total[3])
+{
+    const FS_v4d zero = FS_splat4d(0.0);
+    const double plain = FS_fold4d(total[2], zero);
+    return isfinite(plain) ? FS_fold_kahan4d(total[0], total[1], zero, zero) : plain;
+}
+#endif
+
+/* Σ_j B_j (m - x_j) over a float row, and Σ_j B_j in *weight_sum; both in double (plain
+   lanes: the loss is rounded to float's precision anyway).  With B_j >= 0 and m the
+   row's max every term is >= 0: nothing cancels.  Four accumulators of each sum, so
+   that the additions' latency does not bound the loop (with one pair, a float32
+   4096x1000 row took longer here than its exponentials). */
+static inline __attribute__((always_inline)) double
+FS_target_sums_f32_impl(const float *x, const float *q, const double *w, ptrdiff_t n, float m,
+                        double keep, double per_class, double *weight_sum, const float *ahead,
+                        const int has_q, const int has_w)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d mv = FS_splat4d((double)m), kv = FS_splat4d(keep), pv = FS_splat4d(per_class);
+    const FS_v4l lane = {0, 1, 2, 3}, every = {-1, -1, -1, -1};
+    FS_v4d b_acc[4], g_acc[4];
+    for (int a = 0; a < 4; a++)
+        b_acc[a] = g_acc[a] = FS_splat4d(0.0);
+    /* whole blocks of 16, then the rest 8 at a time (past n: x = m, q = w = 0, and
+       the lanes masked off) */
+    for (; j < n; j += 16) {
+        if (ahead)
+            FS_prefetch(ahead + j);
+        for (int u = 0; u < 2; u++) {
+            const ptrdiff_t k = n - j - 8 * u;
+            const int whole = n - j >= 16;
+            FS_v4d xs[2], qs[2] = {kv, kv}, ws[2] = {kv, kv};
+            if (k <= 0)
+                break;
+            FS_widen8f(FS_load8f_upto(x + j + 8 * u, k, m), &xs[0], &xs[1]);
+            if (has_q)
+                FS_widen8f(FS_load8f_upto(q + j + 8 * u, k, 0.0f), &qs[0], &qs[1]);
+            for (int h = 0; h < 2; h++) {
+                if (has_w)
+                    ws[h] = FS_load4d_upto(w + j + 8 * u + 4 * h, k - 4 * h, 0.0);
+                FS_target_sums_step4d(xs[h], qs[h], ws[h],
+                                      whole ? every : (FS_v4l)(lane < (long long)(k - 4 * h)),
+                                      mv, kv, pv, has_q, has_w, &b_acc[2 * u + h],
+                                      &g_acc[2 * u + h]);
+            }
+        }
+    }
+    *weight_sum = FS_fold4d(b_acc[0] + b_acc[2], b_acc[1] + b_acc[3]);
+    return FS_fold4d(g_acc[0] + g_acc[2], g_acc[1] + g_acc[3]);
+#else
+    double b_total = 0.0, g_total = 0.0;
+    for (; j < n; j++) {
+        double b = FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0, keep, per_class,
+                                    has_q, has_w);
+        b_total += b;
+        g_total += b == 0 ? 0.0 : b * ((double)m - (double)x[j]);
+    }
+    *weight_sum = b_total;
+    return g_total;
+#endif
+}
+
+/* FS_target_sums_f32_impl for double rows: plain lanes over blocks of 256 values, each
+   block's sums added into Kahan-compensated totals.  A = Σ B_j scales every gradient
+   value: 16 plain lanes over the whole row lost 1e-12 of it on rows of 300000, and Kahan
+   steps for every vector (a chain of three additions each) cost a third of the row's
+   time. */
+#define FS_TARGET_BLOCK 256
+static inline __attribute__((always_inline)) double
+FS_target_sums_f64_impl(const double *x, const double *q, const double *w, ptrdiff_t n,
+                        double m, double keep, double per_class, double *weight_sum,
+                        const double *ahead, const int has_q, const int has_w)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d mv = FS_splat4d(m), kv = FS_splat4d(keep), pv = FS_splat4d(per_class);
+    const FS_v4l lane = {0, 1, 2, 3}, every = {-1, -1, -1, -1};
+    FS_v4d b_total[3], g_total[3];
+    for (int c = 0; c < 3; c++)
+        b_total[c] = g_total[c] = FS_splat4d(0.0);
+    while (j < n) {
+        const ptrdiff_t end = n - j > FS_TARGET_BLOCK ? j + FS_TARGET_BLOCK : n;
+        FS_v4d b_acc[4], g_acc[4];
+        for (int a = 0; a < 4; a++)
+            b_acc[a] = g_acc[a] = FS_splat4d(0.0);
+        for (; j < end; j += 16) {
+            FS_prefetch_two_lines(ahead ? ahead + j : NULL);
+            for (int h = 0; h < 4; h++) {
+                const ptrdiff_t k = n - j - 4 * h;
+                FS_v4d qv = kv, wv = kv;
+                if (k <= 0)
+                    break;
+                if (has_q)
+                    qv = FS_load4d_upto(q + j + 4 * h, k, 0.0);
+                if (has_w)
+                    wv = FS_load4d_upto(w + j + 4 * h, k, 0.0);
+                FS_target_sums_step4d(FS_load4d_upto(x + j + 4 * h, k, m), qv, wv,
+                                      n - j >= 16 ? every : (FS_v4l)(lane < (long long)k), mv,
+                                      kv, pv, has_q, has_w, &b_acc[h], &g_acc[h]);
+            }
+        }
+        FS_target_add4d(b_total, (b_acc[0] + b_acc[2]) + (b_acc[1] + b_acc[3]));
+        FS_target_add4d(g_total, (g_acc[0] + g_acc[2]) + (g_acc[1] + g_acc[3]));
+    }
+    *weight_sum = FS_target_total4d(b_total);
+    return FS_target_total4d(g_total);
+#else
+    double b_sum[3] = {0.0, 0.0, 0.0}, g_sum[3] = {0.0, 0.0, 0.0};
+    for (; j < n; j++) {
+        double b = FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0, keep, per_class,
+                                    has_q, has_w);
+        double terms[2] = {b, b == 0 ? 0.0 : b * (m - x[j])};
+        for (int s = 0; s < 2; s++) {
+            double *sum = s ? g_sum : b_sum;
+            double term = terms[s] - sum[1], t = sum[0] + term;
+            sum[2] += terms[s];
+            sum[1] = (t - sum[0]) - term;
+            sum[0] = t;
+        }
+    }
+    *weight_sum = isfinite(b_sum[2]) ? b_sum[0] - b_sum[1] : b_sum[2];
+    return isfinite(g_sum[2]) ? g_sum[0] - g_sum[1] : g_sum[2];
+#endif
+}
+
+#define FS_TARGET_VARIANTS(NAME, ...)                                                 \
+    (q ? (w ? NAME(__VA_ARGS__, 1, 1) : NAME(__VA_ARGS__, 1, 0))                    \
+       : (w ? NAME(__VA_ARGS__, 0, 1) : NAME(__VA_ARGS__, 0, 0)))
+
+/* ahead != NULL: n values there (the next row's target) are prefetched on the way: a
+   row of targets read from memory starts in a new page, where the hardware prefetchers
+   wait for misses */
+static inline double FS_target_sums_f32(const float *x, const float *q, const double *w,
+                                        ptrdiff_t n, float m, double keep, double per_class,
+                                        double *weight_sum, const float *ahead)
+{
+    return FS_TARGET_VARIANTS(FS_target_sums_f32_impl, x, q, w, n, m, keep, per_class,
+                              weight_sum, ahead);
+}
+
+static inline double FS_target_sums_f64(const double *x, const double *q, const double *w,
+                                        ptrdiff_t n, double m, double keep, double per_class,
+                                        double *weight_sum, const double *ahead)
+{
+    return FS_TARGET_VARIANTS(FS_target_sums_f64_impl, x, q, w, n, m, keep, per_class,
+                              weight_sum, ahead);
+}
+
+/* y[j] = (e[j] k - c B_j) f_j, formed in double and rounded once, where f_j is
+   sigsoftmax's factor 2 - sigmoid(z[j]) as FS_two_minus_sigmoid_* computes it (z == NULL:
+   without the factor; forming it here rather than reading it from a row of factors took
+   8-14% off float64 rows of 1000000).  y may be e, q or z: each element is read before
+   it is written. */
+static inline __attribute__((always_inline)) void
+FS_target_grad_f32_impl(const float *e, float *y, const float *q, const double *w,
+                        const float *z, ptrdiff_t n, double k_, double c_, double keep,
+                        double per_class, const int has_z, const int has_q, const int has_w)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d kv = FS_splat4d(k_), cv = FS_splat4d(c_), keep_v = FS_splat4d(keep);
+    const FS_v4d pv = FS_splat4d(per_class);
+    for (; j < n; j += 8) {
+        const ptrdiff_t k = n - j;
+        FS_v4d es[2], qs[2] = {keep_v, keep_v}, ws[2] = {keep_v, keep_v}, fs[2];
+        FS_widen8f(FS_load8f_upto(e + j, k, 0.0f), &es[0], &es[1]);
+        if (has_q)
+            FS_widen8f(FS_load8f_upto(q + j, k, 0.0f), &qs[0], &qs[1]);
+        if (has_z)
+            FS_widen8f(FS_two_minus_sigmoid_v8(FS_load8f_upto(z + j, k, 0.0f)), &fs[0], &fs[1]);
+        for (int h = 0; h < 2; h++) {
+            if (has_w)
+                ws[h] = FS_load4d_upto(w + j + 4 * h, k - 4 * h, 0.0);
+            es[h] = es[h] * kv - cv * FS_target_weight4d(qs[h], ws[h], keep_v, pv, has_q, has_w);
+            if (has_z)
+                es[h] = es[h] * fs[h];
+        }
+        FS_store8f_upto(y + j, FS_narrow8f(es[0], es[1]), k);
+    }
+#else
+    for (; j < n; j++) {
+        double g = (double)e[j] * k_ - c_ * FS_target_weight(has_q ? q[j] : 0.0,
+                                                             has_w ? w[j] : 0.0, keep,
+                                                             per_class, has_q, has_w);
+        y[j] = (float)(has_z ? g * (2.0 - FS_sigmoid(z[j])) : g);
+    }
+#endif
+}
+
+static inline __attribute__((always_inline)) void
+FS_target_grad_f64_impl(const double *e, double *y, const double *q, const double *w,
+                        const double *z, ptrdiff_t n, double k_, double c_, double keep,
+                        double per_class, const int has_z, const int has_q, const int has_w)
+{
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v4d kv = FS_splat4d(k_), cv = FS_splat4d(c_), keep_v = FS_splat4d(keep);
+    const FS_v4d pv = FS_splat4d(per_class);
+    for (; j < n; j += 4) {
+        const ptrdiff_t k = n - j;
+        FS_v4d qv = keep_v, wv = keep_v;
+        if (has_q)
+            qv = FS_load4d_upto(q + j, k, 0.0);
+        if (has_w)
+            wv = FS_load4d_upto(w + j, k, 0.0);
+        FS_v4d ev = FS_load4d_upto(e + j, k, 0.0) * kv
+                    - cv * FS_target_weight4d(qv, wv, keep_v, pv, has_q, has_w);
+        if (has_z) {
+            FS_v4d f = FS_load4d_upto(z + j, k, 0.0);
+            FS_two_minus_sigmoid_lanes(&f, 1);
+            ev = ev * f;
+        }
+        FS_store4d_upto(y + j, ev, k);
+    }
+#else
+    for (; j < n; j++) {
+        double g = e[j] * k_ - c_ * FS_target_weight(has_q ? q[j] : 0.0, has_w ? w[j] : 0.0,
+                                                     keep, per_class, has_q, has_w);
+        y[j] = has_z ? g * (2.0 - FS_sigmoid(z[j])) : g;
+    }
+#endif
+}
+
+static inline void FS_target_grad_f32(const float *e, float *y, const float *q, const double *w,
+                                      const float *z, ptrdiff_t n, double k, double c,
+                                      double keep, double per_class)
+{
+    if (z)
+        FS_TARGET_VARIANTS(FS_target_grad_f32_impl, e, y, q, w, z, n, k, c, keep, per_class, 1);
+    else
+        FS_TARGET_VARIANTS(FS_target_grad_f32_impl, e, y, q, w, z, n, k, c, keep, per_class, 0);
+}
+
+static inline void FS_target_grad_f64(const double *e, double *y, const double *q,
+                                      const double *w, const double *z, ptrdiff_t n, double k,
+                                      double c, double keep, double per_class)
+{
+    if (z)
+        FS_TARGET_VARIANTS(FS_target_grad_f64_impl, e, y, q, w, z, n, k, c, keep, per_class, 1);
+    else
+        FS_TARGET_VARIANTS(FS_target_grad_f64_impl, e, y, q, w, z, n, k, c, keep, per_class, 0);
 }
 
 
