@@ -40,7 +40,7 @@ from fastsoft._kernels._shims cimport (
     FS_sigsoftmax_gap_f32, FS_sigsoftmax_gap_f64, FS_sigsoftmax_gap_f32f,
     FS_sigsoftmax_terms_f64, FS_sigsoftmax_terms_f32, FS_sum_as_exp_f64,
     FS_transpose8x8_f32, FS_transpose4x4_f64, FS_dot_f32, FS_dot_f64, FS_vjp_f32, FS_vjp_f64,
-    FS_two_minus_sigmoid_f32, FS_two_minus_sigmoid_f64,
+    FS_two_minus_sigmoid_f32, FS_two_minus_sigmoid_f64, FS_scale_by_factor_f32,
     FS_store_fence, FS_stream_copy,
     FS_log_normalize_stream_f32, FS_log_normalize_stream_f64, FS_prefetch, FS_prefetch_write, FS_log1p_one, FS_log1p_array,
     FS_exp_store_sum_off_max_f32, FS_exp_store_sum_off_max_f64,

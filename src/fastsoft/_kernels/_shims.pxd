@@ -57,6 +57,8 @@ cdef extern from "fs_simd.h" nogil:
                     Py_ssize_t n, double r, bint log_kind, const double* next_g,
                     const double* next_y, const double* next_z) noexcept
     void FS_two_minus_sigmoid_f32(const float* z, float* c, Py_ssize_t n) noexcept
+    void FS_scale_by_factor_f32(const float* e, float* y, const float* z, Py_ssize_t n,
+                                double inverse) noexcept
     void FS_two_minus_sigmoid_f64(const double* z, double* c, Py_ssize_t n) noexcept
     void FS_store_fence() noexcept
     void FS_stream_copy(void* dst, const void* src, size_t nbytes) noexcept

@@ -743,10 +743,16 @@ static inline void FS_short_cross_entropy_f64(
             continue;
         FS_v4d g[FS_SHORT_MAX], hi, lo;
         FS_short_reciprocal_split(divisor, &hi, &lo);
+        const FS_v4d inverse = 1.0 / divisor;
         for (j = 0; j < n; j++) {
-            g[j] = FS_scale_split4d(e[j], hi, lo);        /* FS_divide_f64 */
-            if (sig)
+            if (sig) {
+                /* (e k) f, as FS_target_grad_f64 without targets */
+                g[j] = e[j] * inverse;
+                FS_OPAQUE(g[j]);
                 g[j] = g[j] * factor[j];
+            } else {
+                g[j] = FS_scale_split4d(e[j], hi, lo);    /* FS_divide_f64 */
+            }
             g[j] = (FS_v4d)((FS_v4l)g[j] & kept);
         }
         FS_store_columns_f64(g, rows, n, grad + first * grad_step, grad_step,

@@ -1560,6 +1560,41 @@ static inline void FS_two_minus_sigmoid_f32(const float *z, float *c, ptrdiff_t 
 #endif
 }
 
+/* y[j] = FS_scale_f32's e[j] / S, times FS_two_minus_sigmoid_f32's 2 - sigmoid(z[j]): their
+   bits in one pass (y may be e or z), for cross-entropy's index rows of sigsoftmax */
+static inline void FS_scale_by_factor_f32(const float *e, float *y, const float *z, ptrdiff_t n,
+                                          double inverse)
+{
+    float hi = (float)inverse, lo = (float)(inverse - (double)hi);
+    ptrdiff_t j = 0;
+#if FS_HAVE_VECTOR_EXTENSIONS
+    const FS_v8f h = FS_splat8f(hi), l = FS_splat8f(lo);
+    FS_v8f a, f;
+    for (; j + 8 <= n; j += 8) {
+        memcpy(&a, e + j, sizeof a);
+        memcpy(&f, z + j, sizeof f);
+        f = FS_two_minus_sigmoid_v8(f);
+        a = a * h + a * l;
+        a = a * f;
+        memcpy(y + j, &a, sizeof a);
+    }
+    if (j < n) {
+        float tail[8];
+        f = FS_two_minus_sigmoid_v8(FS_load8f_tail(z + j, n - j, 0.0f));
+        memcpy(tail, &f, sizeof tail);
+        for (ptrdiff_t i = 0; j < n; j++, i++) {
+            float scaled = e[j] * hi + e[j] * lo;
+            y[j] = scaled * tail[i];
+        }
+    }
+#else
+    for (; j < n; j++) {
+        float scaled = e[j] * hi + e[j] * lo;
+        y[j] = scaled * (float)(2.0 - FS_sigmoid(z[j]));
+    }
+#endif
+}
+
 #if FS_HAVE_VECTOR_EXTENSIONS
 /* e[h] = exp(e[h]) for h < count, arguments <= 0: the short path unless a lane is below
    its range (-inf, far tails); the same bits either way */
