@@ -189,8 +189,9 @@ cdef inline double _row_cross_entropy_targets(
     formed from x_j on the way (FS_target_grad_*, B_j formed again, rounded once).  Each
     x_j is read before grad_j (grad may be x) is written.  The last pass reads q, which
     may be the gradient row too: then softmax stores its exponentials in `work` instead,
-    sigsoftmax over its gaps (`work` holds n values of the row's type).  The chunked Cython loops this replaced took 2.1-2.8x its time
-    (float32 4096x1000), 1.0-2.3x on rows of 300000 and 1000000 values."""
+    sigsoftmax over its gaps (`work` holds n values of the row's type).  The chunked
+    Cython loops this replaced took 2.1-2.8x its time (float32 4096x1000), 1.0-2.3x on
+    rows of 300000 and 1000000 values."""
     cdef real row_min
     cdef real row_max = _row_minmax(x, n, &row_min)
     cdef bint short_exp
@@ -304,7 +305,7 @@ cdef void _cross_entropy_rows(
                                grad_step, grad_scales, grad_scale, unit_weights, i)
         return
     with parallel(num_threads=n_threads):
-        work = scratch + omp_get_thread_num() * 2 * n_cols
+        work = scratch + omp_get_thread_num() * n_cols
         for i in prange(n_rows, schedule="dynamic", chunksize=chunk):
             _cross_entropy_row(x, x_step, n_rows, n_cols, targets, ignore_index, q, q_step,
                                w, w_total, smoothing, sigsoftmax, work, losses, grad,
@@ -442,8 +443,9 @@ def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_
             for j in range(n_cols):
                 all_ones &= weight_data[j] == 1.0
         unit_weights = all_ones
-    # per thread: 2 rows of doubles (sigsoftmax's gaps and gradient factors)
-    cdef cnp.ndarray scratch = np.empty(n_threads * 2 * n_cols, dtype=np.float64)
+    # per thread: a row of doubles (sigsoftmax's gaps; softmax's exponentials when the
+    # gradient overwrites a probability target)
+    cdef cnp.ndarray scratch = np.empty(n_threads * n_cols, dtype=np.float64)
     cdef double* scratch_data = <double*>cnp.PyArray_DATA(scratch)
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
@@ -531,7 +533,7 @@ cdef void _small_cross_entropy_kernel(int typenum, const void* x, Py_ssize_t n_r
                                       bint sigsoftmax, double* buffer, void* grad,
                                       double grad_scale) noexcept nogil:
     """_small_cross_entropy's arithmetic, on the calling thread.  buffer: n_rows losses,
-    then n_cols unit weights, then 2 n_cols of scratch."""
+    then n_cols unit weights, then n_cols of scratch."""
     cdef double* weights = buffer + n_rows
     cdef Py_ssize_t j
     for j in range(n_cols):
@@ -606,7 +608,7 @@ cdef object _small_cross_entropy(object logits, object target, object axis, obje
     if with_grad and grad_out is None:
         grad_out = cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
     cdef void* grad = cnp.PyArray_DATA(<cnp.ndarray>grad_out) if with_grad else NULL
-    cdef double* buffer = <double*>PyMem_Malloc((n_rows + 3 * n_cols) * sizeof(double))
+    cdef double* buffer = <double*>PyMem_Malloc((n_rows + 2 * n_cols) * sizeof(double))
     if buffer == NULL:
         raise MemoryError()
     cdef bint sigsoftmax = activation == "sigsoftmax"
