@@ -108,3 +108,77 @@ def test_cross_entropy(benchmark, record_median, pedantic_rounds,
         median = benchmark.stats.stats.median
         benchmark.extra_info["gb_per_s"] = n_bytes / median / 1e9
         record_median(group, impl.label(n_threads), median, n_bytes)
+
+
+# ---------------------------------------------------------------------------------------
+# The other targets PyTorch users pass: probability targets and label smoothing with class
+# weights (the loss and its gradient).  Groups ``cross_entropy-{targets}-fwdbwd-{dtype}-
+# {shape}`` hold fastsoft and torch at 2 threads; fastsoft's loss and gradient are checked
+# against torch's before either is timed.
+
+TARGET_KINDS = ("probabilities", "weighted-smoothing")
+TARGET_SHAPES = ((4096, 1000), (64, 50257))
+
+
+def _target_problem(kind, shape, dtype):
+    """(logits, target, keyword arguments) of one case, from the loss problem's logits."""
+    import numpy as np
+
+    problem = get_loss_problem(shape, dtype)
+    rng = np.random.default_rng([*shape, len(kind)])
+    if kind == "probabilities":
+        q = rng.random(shape).astype(dtype)
+        return problem.logits, q / q.sum(axis=1, keepdims=True), {}
+    weight = rng.uniform(0.5, 2.0, shape[1]).astype(dtype)
+    return problem.logits, problem.target, {"weight": weight, "label_smoothing": 0.1}
+
+
+def _torch_targets_call(torch, z, target, kwargs):
+    functional = torch.nn.functional
+    leaf = torch.from_numpy(z).requires_grad_()
+    target_t = torch.from_numpy(target)
+    torch_kwargs = {k: torch.from_numpy(v) if k == "weight" else v for k, v in kwargs.items()}
+
+    def call():
+        loss = functional.cross_entropy(leaf, target_t, **torch_kwargs)
+        loss.backward()
+        grad, leaf.grad = leaf.grad, None
+        return loss.detach(), grad
+
+    return call
+
+
+@pytest.mark.parametrize("impl_name", ("fastsoft", "torch"))
+@pytest.mark.parametrize("shape", TARGET_SHAPES, ids=shape_label)
+@pytest.mark.parametrize("dtype", ("float32", "float64"))
+@pytest.mark.parametrize("kind", TARGET_KINDS)
+def test_cross_entropy_targets(benchmark, record_median, kind, dtype, shape, impl_name):
+    import numpy as np
+
+    import fastsoft as fs
+
+    torch = pytest.importorskip("torch")
+    z, target, kwargs = _target_problem(kind, shape, dtype)
+    group = f"cross_entropy-{kind}-fwdbwd-{dtype}-{shape_label(shape)}"
+    torch.set_num_threads(2)
+    reference = _torch_targets_call(torch, z, target, kwargs)
+    if impl_name == "fastsoft":
+        def call():
+            return fs.cross_entropy(z, target, return_grad=True, num_threads=2, **kwargs)
+    else:
+        call = reference
+    loss, grad = call()
+    expected_loss, expected_grad = reference()
+    rtol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(float(loss), float(expected_loss), rtol=rtol)
+    np.testing.assert_allclose(np.asarray(grad), expected_grad.numpy(), rtol=rtol,
+                               atol=rtol * float(expected_grad.abs().max()))
+    del loss, grad
+    n_bytes = loss_bytes_moved(shape, dtype, True)
+    benchmark.group = group
+    benchmark.extra_info.update(implementation=impl_name, threads=2, function="cross_entropy",
+                                targets=kind, dtype=dtype, shape=shape_label(shape),
+                                bytes_moved=n_bytes)
+    benchmark(call)
+    if benchmark.stats:
+        record_median(group, f"{impl_name}-t2", benchmark.stats.stats.median, n_bytes)
