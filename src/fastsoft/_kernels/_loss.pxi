@@ -9,16 +9,17 @@
 #    sigsoftmax, d_j are the log-domain gaps w(z_j) - max w and every column carries the
 #    extra factor (2 - sigmoid(z_j)) (Kanai et al., Theorem 5).
 # 2. Per row, in vector passes (fs_simd.h): (a) the min and max (for sigsoftmax then the
-#    gaps d_j into the per-thread row `work`; the index row's gradient also keeps its
-#    factors there, the targets row forms them in (c)); (b) log S
-#    (max term taken out, log1p as in logsumexp) from the exponentials, stored into the
-#    gradient row on the way when a gradient is wanted, and Σ B_j (-d_j) -- all terms
+#    gaps d_j into the per-thread row `work`); (b) log S (max term taken out, log1p as in
+#    logsumexp) from the exponentials, stored on the way when a gradient is wanted (into
+#    the gradient row; sigsoftmax's over its gaps), and Σ B_j (-d_j) -- all terms
 #    non-negative, so nothing cancels; (c) if a gradient is wanted, one pass writing
-#    scale * (A e_j / S - B_j) (times the factor), formed in double and rounded once.
-#    Everything read from the logits is read before the gradient (which may be the
-#    logits: grad_out=logits) is written.
-# 3. Sums, the loss and the gradient are computed in double for both dtypes; softmax
-#    exponentiates in the row's precision (8 floats per AVX2 vector, as the forward).
+#    scale * (A e_j / S - B_j), for sigsoftmax times the factor 2 - sigmoid(x_j) formed
+#    from x_j in that pass, rounded once.  Everything read from the logits is read
+#    before the gradient (which may be the logits: grad_out=logits) is written.
+# 3. Sums and the loss are computed in double for both dtypes, and the targets row's
+#    gradient too; the index row scales float rows as softmax does (FS_scale_f32's
+#    two-float reciprocal; for sigsoftmax then times its float factor).  The
+#    exponentials are in the row's precision (8 floats per AVX2 vector, as the forward).
 # 4. Two rows: _row_cross_entropy_index for index targets without smoothing (and softmax
 #    with smoothing but without class weights), where B is w_t at the target alone (or
 #    eps / C plus that) and (c) is one scaling; _row_cross_entropy_targets for the rest
@@ -70,8 +71,8 @@ cdef inline double _row_cross_entropy_index(
         const real* x, Py_ssize_t n, Py_ssize_t target, double w_t,
         real* grad, double grad_scale, bint sigsoftmax, double* work,
         const real* ahead=NULL, double smoothing=0.0) noexcept nogil:
-    """The common case: an index target, no smoothing.  ahead: the
-    next row, prefetched by the exponential pass (as in _softmax_rows).
+    """The common case: an index target, no smoothing.  ahead: the next row, prefetched
+    by the exponential pass (as in _softmax_rows).
 
     Then B = w_t at the target only and A = w_t, so loss = w_t (log S - d_t) and
     grad = scale w_t (p - onehot(t)) (times 2 - sigmoid(x) for sigsoftmax).  Vector passes
@@ -81,8 +82,8 @@ cdef inline double _row_cross_entropy_index(
     writing e_j (scale w_t / S) (2 - sigmoid(x_j)), the factor formed from x_j on the way
     (float rows in float, as before; double rows in double, rounded once, as
     FS_target_grad_f64 without targets).  A pass of factors and a scaling pass before
-    took 10-30% more on float64 rows.  Everything read from x
-    is read before the gradient row (which may be x itself) is written.
+    took 10-30% more on float64 rows.  Everything read from x is read before the
+    gradient row (which may be x itself) is written.
 
     smoothing != 0 (eps): softmax, unit class weights (w_t = 1) and rows within
     LONG_ROW_BYTES only.  Then B_j = eps / C + (1 - eps) [j = t] and A = 1:
