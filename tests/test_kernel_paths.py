@@ -486,18 +486,28 @@ def test_small_logsumexp_backward_calls(shape, dtype):
 @pytest.mark.parametrize("shape", SMALL_SHAPES, ids=SMALL_IDS)
 @pytest.mark.parametrize("activation", ("softmax", "sigsoftmax"))
 def test_small_cross_entropy_calls_equal_the_full_path(activation, shape, dtype):
-    # the common cross-entropy call (index targets, no weight or smoothing) on small plain
-    # arrays runs in the compiled entry: the full path's loss and gradient bit for bit,
-    # for every reduction, with an ignored row, into grad_out and in place
+    # cross-entropy calls with int64 labels or probability rows, with or without class
+    # weights, on small plain arrays run in the compiled entry: the full path's loss and
+    # gradient bit for bit, for every reduction, with an ignored row, into grad_out and in
+    # place (over the logits; over the probability target too)
     rng = np.random.default_rng(13)
     x = _rows(int(np.prod(shape[:-1])), shape[-1], dtype, seed=14).reshape(shape)
     target = rng.integers(0, shape[-1], shape[:-1])
     if target.size > 1:
         target.reshape(-1)[1] = -100                                 # an ignored row
-    for reduction, smoothing in (("mean", 0.0), ("sum", 0.0), ("none", 0.0), ("mean", 0.1),
-                                 ("none", 1.0)):
+    probabilities = fs.softmax(_rows(int(np.prod(shape[:-1])), shape[-1], dtype,
+                                     seed=17).reshape(shape))
+    weight = rng.uniform(0.5, 2.0, shape[-1])
+    weight[0] = 0.0
+    cases = [(target, None, reduction, smoothing)
+             for reduction, smoothing in (("mean", 0.0), ("sum", 0.0), ("none", 0.0),
+                                          ("mean", 0.1), ("none", 1.0))]
+    cases += [(target, weight, "mean", 0.0), (target, weight, "none", 0.1),
+              (target, np.ones(shape[-1]), "sum", 0.1), (probabilities, None, "mean", 0.0),
+              (probabilities, weight, "none", 0.1), (probabilities, None, "sum", 1.0)]
+    for target, weight, reduction, smoothing in cases:
         kwargs = {"reduction": reduction, "activation": activation,
-                  "label_smoothing": smoothing}
+                  "label_smoothing": smoothing, "weight": weight}
         loss = fs.cross_entropy(x, target, **kwargs)
         expected = fs.cross_entropy.__wrapped__(x, target, num_threads=1, **kwargs)
         assert type(loss) is type(expected) and np.shape(loss) == np.shape(expected)
@@ -515,6 +525,11 @@ def test_small_cross_entropy_calls_equal_the_full_path(activation, shape, dtype)
         work = x.copy()
         fs.cross_entropy(work, target, return_grad=True, grad_out=work, **kwargs)
         np.testing.assert_array_equal(work, expected_grad)
+        if target.dtype.kind == "f":
+            work = target.copy()
+            fs.cross_entropy(x, work, return_grad=True, grad_out=work, **kwargs)
+            np.testing.assert_array_equal(work, expected_grad)
+    target = cases[0][0]
     # against float64 NumPy: -log p[target], the mean over the rows kept
     if activation == "softmax":
         z = x.astype(np.float64)
@@ -531,7 +546,9 @@ def test_small_cross_entropy_calls_pass_other_inputs_to_the_full_path():
     x = _rows(6, 20, np.float32, seed=15)
     target = np.array([1, 2, 3, 4, 5, 19])
     full = fs.cross_entropy.__wrapped__
-    for kwargs in ({"weight": np.linspace(0.5, 2.0, 20)}, {"label_smoothing": np.float64(0.1)},
+    for kwargs in ({"weight": np.linspace(0.5, 2.0, 20).astype(np.float32)},
+                   {"weight": np.linspace(0.5, 2.0, 40)[::2]},
+                   {"label_smoothing": np.float64(0.1)},
                    {"return_grad": True, "grad_output": np.float32(2.0)},
                    {"ignore_index": np.int64(3)}, {"axis": 1}):
         got, expected = fs.cross_entropy(x, target, **kwargs), full(x, target, **kwargs)

@@ -587,9 +587,8 @@ def _whole_row_losses(x, target, weight, *scale, axis, ignore_index, smoothing, 
                                           dtype=np.float64).reshape(-1)
     if n_rows:
         _kernels.core.cross_entropy_rows(
-            rows_of(x, axis, threads), labels, ignore_index, q_rows, weight,
-            float(weight.sum()), smoothing, sigsoftmax, losses, grad_rows, scales, scale_value,
-            threads)
+            rows_of(x, axis, threads), labels, ignore_index, q_rows, weight, smoothing,
+            sigsoftmax, losses, grad_rows, scales, scale_value, threads)
     grad = None
     if want_grad:
         batch_shape = x.shape[:axis] + x.shape[axis + 1:]

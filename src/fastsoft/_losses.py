@@ -45,14 +45,13 @@ def _ones(n_classes):
 def _class_weights(weight, n_classes, name):
     if weight is None:
         # the kernel always reads a weight per class: ones keep its loads unconditional
-        return _ones(n_classes), float(n_classes)
+        return _ones(n_classes)
     weight = np.asarray(weight)
     if weight.dtype.kind not in "biuf" or weight.dtype.itemsize > 8:
         raise TypeError(f"{name}: weight must be a real array, not {weight.dtype}")
     if weight.shape != (n_classes,):
         raise ValueError(f"{name}: weight has shape {weight.shape}, expected ({n_classes},)")
-    weight = np.require(weight, np.float64, ["C", "A"])
-    return weight, float(weight.sum())
+    return np.require(weight, np.float64, ["C", "A"])
 
 
 def _grad_scales(grad_output, reduction, loss_shape, denominator, name):
@@ -199,7 +198,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
     n_classes = x.shape[axis]
     batch_shape = x.shape[:axis] + x.shape[axis + 1:]
     target = np.asarray(target)
-    weight, weight_total = _class_weights(weight, n_classes, name)
+    weight = _class_weights(weight, n_classes, name)
     if target.dtype.kind in "iu":
         targets, denominator = _index_targets(
             target, batch_shape, n_classes, ignore_index,
@@ -244,7 +243,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100,
             sources = (x_rows,) if q_rows is None else (x_rows, q_rows)
             grad_rows, direct = result_rows(grad_target, axis, x.dtype, grad_out is None, *sources)
         _kernels.core.cross_entropy_rows(
-            x_rows, targets, ignore_index, q_rows, weight, weight_total, smoothing,
+            x_rows, targets, ignore_index, q_rows, weight, smoothing,
             activation == "sigsoftmax", losses, grad_rows, grad_scales, grad_scale, threads)
         if grad_rows is not None and not direct:
             write_back(grad_target, axis, grad_rows, threads)

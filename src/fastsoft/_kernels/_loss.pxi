@@ -384,16 +384,41 @@ cdef const char* _optional_data(object a, int typenum, Py_ssize_t length) except
     return <const char*>cnp.PyArray_DATA(array)
 
 
+cdef inline bint _unit_weights(const double* w, Py_ssize_t n_cols, double smoothing,
+                               bint index_targets, Py_ssize_t itemsize) noexcept nogil:
+    """Whether every class weight is 1, where that matters: to smoothed index rows within
+    LONG_ROW_BYTES (softmax takes the index row, sigsoftmax the targets row without
+    weights).  Scanned only then (a scan of 8x1000000's million weights on every call
+    took its float32 cross-entropy from 2.5 to 4.8 ms), without a branch so that it
+    vectorizes."""
+    cdef int all_ones = 1
+    cdef Py_ssize_t j
+    if smoothing == 0 or not index_targets or n_cols * itemsize > LONG_ROW_BYTES:
+        return False
+    for j in range(n_cols):
+        all_ones &= w[j] == 1.0
+    return all_ones
+
+
+cdef inline double _weight_total(const double* w, Py_ssize_t n_cols, double smoothing,
+                                 bint index_targets) noexcept nogil:
+    """Σ w (Kahan lanes), which only smoothed index rows use; 0 when it is not needed."""
+    if smoothing == 0 or not index_targets:
+        return 0.0
+    return FS_sum_f64(w, n_cols)
+
+
 def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_index,
-                       object q, object weight, double weight_total, double smoothing,
+                       object q, object weight, double smoothing,
                        bint sigsoftmax, cnp.ndarray losses not None, object grad,
                        object grad_scales, double grad_scale, int n_threads):
     """Per-row cross-entropy losses into `losses` (float64, n_rows) and optionally gradients.
 
     x: kernel rows; targets: int64 class indices (n_rows,) or None; q: probability rows like
-    x (when targets is None); weight: float64 (n_cols,), weight_total its sum; grad: kernel rows like x or None (it may be x itself); grad_scales: float64
-    (n_rows,) per-row gradient factors or None (then grad_scale for every row).  Targets
-    must already be validated (in [0, n_cols) or == ignore_index).
+    x (when targets is None); weight: float64 (n_cols,); grad: kernel rows like x or None
+    (it may be x itself); grad_scales: float64 (n_rows,) per-row gradient factors or None
+    (then grad_scale for every row).  Targets must already be validated (in [0, n_cols) or
+    == ignore_index).
     """
     cdef int typenum = cnp.PyArray_TYPE(x)
     cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1]
@@ -430,20 +455,13 @@ def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_
     if n_rows == 0 or n_cols == 0:
         return losses
     n_threads = max(1, min(n_threads, n_rows))
-    # whether every class weight is 1 matters only to smoothed index rows within
-    # LONG_ROW_BYTES (softmax takes the index row, sigsoftmax the targets row without
-    # weights: the small-call entry's bits): scanned only then (a scan of 8x1000000's
-    # million weights on every call took its float32 cross-entropy from 2.5 to 4.8 ms),
-    # without a branch so that it vectorizes
-    cdef bint unit_weights = False
-    cdef int all_ones = 1
-    cdef Py_ssize_t j
-    if (smoothing != 0 and target_data != NULL
-            and n_cols * cnp.PyArray_ITEMSIZE(x) <= LONG_ROW_BYTES):
-        with nogil:
-            for j in range(n_cols):
-                all_ones &= weight_data[j] == 1.0
-        unit_weights = all_ones
+    cdef bint unit_weights
+    cdef double weight_total
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(x)
+    with nogil:
+        unit_weights = _unit_weights(weight_data, n_cols, smoothing, target_data != NULL,
+                                     itemsize)
+        weight_total = _weight_total(weight_data, n_cols, smoothing, target_data != NULL)
     # per thread: a row of doubles (sigsoftmax's gaps; softmax's exponentials when the
     # gradient overwrites a probability target)
     cdef cnp.ndarray scratch = np.empty(n_threads * n_cols, dtype=np.float64)
@@ -505,9 +523,10 @@ def loss_total(cnp.ndarray losses not None):
 
 
 # ---------------------------------------------------------------------------------------
-# cross_entropy's compiled entry (see _core.pxi's small_call_entry): the common call --
-# index targets, no class weights or grad_output, any smoothing -- on small plain arrays
-# runs here on the calling thread; any other goes to the routed Python function.
+# cross_entropy's compiled entry (see _core.pxi's small_call_entry): calls without
+# grad_output -- int64 labels or probability rows, plain float64 class weights or none,
+# any smoothing -- on small plain arrays run here on the calling thread; any other goes
+# to the routed Python function.
 
 cdef enum:
     REDUCE_MEAN = 0
@@ -530,25 +549,32 @@ cdef inline int _reduction_code(object reduction):
 
 cdef void _small_cross_entropy_kernel(int typenum, const void* x, Py_ssize_t n_rows,
                                       Py_ssize_t n_cols, const long long* targets,
-                                      long long ignore_index, double smoothing,
+                                      long long ignore_index, const void* q,
+                                      const double* weight, double smoothing,
                                       bint sigsoftmax, double* buffer, void* grad,
                                       double grad_scale) noexcept nogil:
-    """_small_cross_entropy's arithmetic, on the calling thread.  buffer: n_rows losses,
-    then n_cols unit weights, then n_cols of scratch."""
-    cdef double* weights = buffer + n_rows
+    """_small_cross_entropy's arithmetic, on the calling thread (cross_entropy_rows' steps
+    for one thread).  targets NULL: q holds probability rows.  weight NULL: unit weights.
+    buffer: n_rows losses, then n_cols weights, then n_cols of scratch."""
+    cdef double* unit = buffer + n_rows
     cdef Py_ssize_t j
-    for j in range(n_cols):
-        weights[j] = 1.0
+    if weight == NULL:
+        for j in range(n_cols):
+            unit[j] = 1.0
+        weight = unit
+    cdef Py_ssize_t itemsize = 4 if typenum == cnp.NPY_FLOAT32 else 8
+    cdef bint unit_weights = _unit_weights(weight, n_cols, smoothing, targets != NULL, itemsize)
+    cdef double weight_total = _weight_total(weight, n_cols, smoothing, targets != NULL)
     if typenum == cnp.NPY_FLOAT32:
         _cross_entropy_rows[float](<const float*>x, n_cols, n_rows, n_cols, targets,
-                                   ignore_index, NULL, 0, weights, <double>n_cols,
-                                   smoothing, sigsoftmax, weights + n_cols, buffer, <float*>grad,
-                                   n_cols, NULL, grad_scale, 1, True)
+                                   ignore_index, <const float*>q, n_cols, weight, weight_total,
+                                   smoothing, sigsoftmax, unit + n_cols, buffer, <float*>grad,
+                                   n_cols, NULL, grad_scale, 1, unit_weights)
     else:
         _cross_entropy_rows[double](<const double*>x, n_cols, n_rows, n_cols, targets,
-                                    ignore_index, NULL, 0, weights, <double>n_cols,
-                                    smoothing, sigsoftmax, weights + n_cols, buffer, <double*>grad,
-                                    n_cols, NULL, grad_scale, 1, True)
+                                    ignore_index, <const double*>q, n_cols, weight,
+                                    weight_total, smoothing, sigsoftmax, unit + n_cols, buffer,
+                                    <double*>grad, n_cols, NULL, grad_scale, 1, unit_weights)
 
 
 cdef object _small_cross_entropy(object logits, object target, object axis, object weight,
@@ -558,15 +584,17 @@ cdef object _small_cross_entropy(object logits, object target, object axis, obje
                                  object num_threads):
     """cross_entropy's whole call, or None for the full path.
 
-    Taken for small plain logits along their last axis (_small_input), a plain int64
+    Taken for small plain logits along their last axis (_small_input); a plain int64
     target of the batch shape whose labels are all in range or ignore_index (an exact
-    int), no weight, a label_smoothing in [0, 1], no grad_output, `reduction` and
+    int), or plain probability rows of the logits' shape and type; no weight or a plain
+    float64 one per class; a label_smoothing in [0, 1], no grad_output, `reduction` and
     `activation` among their exact strings, and `grad_out` (with return_grad) plain and
-    apart from both inputs.  The numbers are the full path's: the same row kernels, the same
-    denominators and factors, the same sum of the losses (_loss_total).
+    apart from every input (or the logits, or the probability target, itself).  The
+    numbers are the full path's: the same row kernels, the same denominators and
+    factors, the same sum of the losses (_loss_total).
     """
     cdef int code = _reduction_code(reduction)
-    if (code < 0 or weight is not None or grad_output is not None
+    if (code < 0 or grad_output is not None
             or type(return_grad) is not bool or type(ignore_index) is not int
             or not (type(label_smoothing) is float or type(label_smoothing) is int)
             or not 0 <= label_smoothing <= 1):
@@ -585,24 +613,40 @@ cdef object _small_cross_entropy(object logits, object target, object axis, obje
     cdef int typenum = cnp.PyArray_TYPE(x)
     cdef int ndim = cnp.PyArray_NDIM(x)
     cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(x)
-    if not _plain(target, cnp.NPY_INT64, ndim - 1, dims):
+    cdef bint index_target = _plain(target, cnp.NPY_INT64, ndim - 1, dims)
+    if not index_target and not _plain(target, typenum, ndim, dims):
+        return None
+    if weight is not None and not _plain(weight, cnp.NPY_FLOAT64, 1, &dims[ndim - 1]):
         return None
     cdef bint with_grad = return_grad
-    if grad_out is not None and not (with_grad and _plain_out(grad_out, typenum, ndim, dims)
-                                     and _same_or_apart(<cnp.ndarray>grad_out, x)
-                                     and _apart(<cnp.ndarray>grad_out, target)):
+    if grad_out is not None and not (
+            with_grad and _plain_out(grad_out, typenum, ndim, dims)
+            and _same_or_apart(<cnp.ndarray>grad_out, x)
+            and (_apart(<cnp.ndarray>grad_out, target) if index_target
+                 else _same_or_apart(<cnp.ndarray>grad_out, <cnp.ndarray>target))
+            and (weight is None or _apart(<cnp.ndarray>grad_out, weight))):
         return None
     cdef Py_ssize_t n_cols = dims[ndim - 1]
     cdef Py_ssize_t n_rows = cnp.PyArray_SIZE(x) // n_cols
-    cdef const long long* labels = <const long long*>cnp.PyArray_DATA(<cnp.ndarray>target)
+    cdef const long long* labels = NULL
+    cdef const void* q = NULL
+    cdef const double* w = (<const double*>cnp.PyArray_DATA(<cnp.ndarray>weight)
+                            if weight is not None else NULL)
     cdef Py_ssize_t i
-    cdef double kept = 0.0      # the "mean" denominator: labels not ignored
-    for i in range(n_rows):
-        if labels[i] == ignore:
-            continue
-        if labels[i] < 0 or labels[i] >= n_cols:
-            return None         # the full path raises the IndexError
-        kept += 1.0
+    # the "mean" denominator: the summed weight of the labels not ignored (their count
+    # without weights), added in index_target_check's order; the rows for probabilities
+    cdef double kept = 0.0
+    if index_target:
+        labels = <const long long*>cnp.PyArray_DATA(<cnp.ndarray>target)
+        for i in range(n_rows):
+            if labels[i] == ignore:
+                continue
+            if labels[i] < 0 or labels[i] >= n_cols:
+                return None         # the full path raises the IndexError
+            kept += w[labels[i]] if w != NULL else 1.0
+    else:
+        q = cnp.PyArray_DATA(<cnp.ndarray>target)
+        kept = <double>n_rows
     cdef double grad_scale = 1.0
     if code == REDUCE_MEAN:
         grad_scale = 1.0 / kept if kept != 0 else 0.0
@@ -622,9 +666,10 @@ cdef object _small_cross_entropy(object logits, object target, object axis, obje
         if n_rows * n_cols >= SMALL_CALL_NOGIL:
             with nogil:
                 _small_cross_entropy_kernel(typenum, data, n_rows, n_cols, labels, ignore,
-                                            smoothing, sigsoftmax, buffer, grad, grad_scale)
+                                            q, w, smoothing, sigsoftmax, buffer, grad,
+                                            grad_scale)
         else:
-            _small_cross_entropy_kernel(typenum, data, n_rows, n_cols, labels, ignore,
+            _small_cross_entropy_kernel(typenum, data, n_rows, n_cols, labels, ignore, q, w,
                                         smoothing, sigsoftmax, buffer, grad, grad_scale)
         if code == REDUCE_NONE:
             losses = cnp.PyArray_EMPTY(ndim - 1, dims, typenum, 0)
