@@ -277,7 +277,8 @@ cdef void _cross_entropy_rows(
         double* scratch, double* losses, real* grad, Py_ssize_t grad_step,
         const double* grad_scales, double grad_scale, int n_threads,
         bint unit_weights) noexcept nogil:
-    """unit_weights: every class weight is 1 (label smoothing can take the index row)."""
+    """unit_weights: every class weight is 1 (_unit_weights): a smoothed softmax index row
+    can take the index row, other rows read no weights."""
     cdef Py_ssize_t i
     cdef double* work
     cdef Py_ssize_t n_groups = (n_rows + SHORT_GROUP - 1) // SHORT_GROUP
@@ -386,14 +387,18 @@ cdef const char* _optional_data(object a, int typenum, Py_ssize_t length) except
 
 cdef inline bint _unit_weights(const double* w, Py_ssize_t n_cols, double smoothing,
                                bint index_targets, Py_ssize_t itemsize) noexcept nogil:
-    """Whether every class weight is 1, where that matters: to smoothed index rows within
-    LONG_ROW_BYTES (softmax takes the index row, sigsoftmax the targets row without
-    weights).  Scanned only then (a scan of 8x1000000's million weights on every call
-    took its float32 cross-entropy from 2.5 to 4.8 ms), without a branch so that it
-    vectorizes."""
+    """Whether every class weight is 1, where that matters: to rows within LONG_ROW_BYTES
+    that read every class weight (probability targets, smoothed index targets; a
+    smoothed softmax index row then takes the index row), which then read none: reading
+    a row of ones twice per row had cost float32 64x50257 with probability targets 7-14%.
+    Not scanned for index targets without smoothing, whose rows read one weight each (a
+    scan of 8x1000000's million weights on every call took its float32 cross-entropy
+    from 2.5 to 4.8 ms), nor for longer rows: float32 8x1000000 with probability targets
+    took 1.6x the time without the weights' reads (the sums pass stalled on the logits'
+    loads; not understood).  The scan has no branch, so that it vectorizes."""
     cdef int all_ones = 1
     cdef Py_ssize_t j
-    if smoothing == 0 or not index_targets or n_cols * itemsize > LONG_ROW_BYTES:
+    if (index_targets and smoothing == 0) or n_cols * itemsize > LONG_ROW_BYTES:
         return False
     for j in range(n_cols):
         all_ones &= w[j] == 1.0
