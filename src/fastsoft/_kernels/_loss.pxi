@@ -386,19 +386,17 @@ cdef const char* _optional_data(object a, int typenum, Py_ssize_t length) except
 
 
 cdef inline bint _unit_weights(const double* w, Py_ssize_t n_cols, double smoothing,
-                               bint index_targets, Py_ssize_t itemsize) noexcept nogil:
-    """Whether every class weight is 1, where that matters: to rows within LONG_ROW_BYTES
-    that read every class weight (probability targets, smoothed index targets; a
-    smoothed softmax index row then takes the index row), which then read none: reading
-    a row of ones twice per row had cost float32 64x50257 with probability targets 7-14%.
+                               bint index_targets) noexcept nogil:
+    """Whether every class weight is 1, where that matters: to rows that read every class
+    weight (probability targets, smoothed index targets; a smoothed softmax index row
+    within LONG_ROW_BYTES then takes the index row), which then read none: reading a row
+    of ones twice per row had cost float32 64x50257 with probability targets 12-16%.
     Not scanned for index targets without smoothing, whose rows read one weight each (a
     scan of 8x1000000's million weights on every call took its float32 cross-entropy
-    from 2.5 to 4.8 ms), nor for longer rows: float32 8x1000000 with probability targets
-    took 1.6x the time without the weights' reads (the sums pass stalled on the logits'
-    loads; not understood).  The scan has no branch, so that it vectorizes."""
+    from 2.5 to 4.8 ms).  The scan has no branch, so that it vectorizes."""
     cdef int all_ones = 1
     cdef Py_ssize_t j
-    if (index_targets and smoothing == 0) or n_cols * itemsize > LONG_ROW_BYTES:
+    if index_targets and smoothing == 0:
         return False
     for j in range(n_cols):
         all_ones &= w[j] == 1.0
@@ -462,10 +460,8 @@ def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_
     n_threads = max(1, min(n_threads, n_rows))
     cdef bint unit_weights
     cdef double weight_total
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(x)
     with nogil:
-        unit_weights = _unit_weights(weight_data, n_cols, smoothing, target_data != NULL,
-                                     itemsize)
+        unit_weights = _unit_weights(weight_data, n_cols, smoothing, target_data != NULL)
         weight_total = _weight_total(weight_data, n_cols, smoothing, target_data != NULL)
     # per thread: a row of doubles (sigsoftmax's gaps; softmax's exponentials when the
     # gradient overwrites a probability target)
@@ -567,8 +563,7 @@ cdef void _small_cross_entropy_kernel(int typenum, const void* x, Py_ssize_t n_r
         for j in range(n_cols):
             unit[j] = 1.0
         weight = unit
-    cdef Py_ssize_t itemsize = 4 if typenum == cnp.NPY_FLOAT32 else 8
-    cdef bint unit_weights = _unit_weights(weight, n_cols, smoothing, targets != NULL, itemsize)
+    cdef bint unit_weights = _unit_weights(weight, n_cols, smoothing, targets != NULL)
     cdef double weight_total = _weight_total(weight, n_cols, smoothing, targets != NULL)
     if typenum == cnp.NPY_FLOAT32:
         _cross_entropy_rows[float](<const float*>x, n_cols, n_rows, n_cols, targets,

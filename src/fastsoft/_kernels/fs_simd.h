@@ -1723,6 +1723,11 @@ static inline double FS_target_total4d(FS_v4d total[3])
 }
 #endif
 
+/* Bytes ahead of the target passes' reads that they prefetch: on rows of 1000000 floats
+   the sums pass stalled on its loads (the hardware prefetchers did not keep up with the
+   two streams; 8x1000000 float32 with probability targets, loss only, 8.2 -> 3.7 ms) */
+#define FS_TARGET_AHEAD 2048
+
 /* Σ_j B_j (m - x_j) over a float row, and Σ_j B_j in *weight_sum; both in double (plain
    lanes: the loss is rounded to float's precision anyway).  With B_j >= 0 and m the
    row's max every term is >= 0: nothing cancels.  Four accumulators of each sum, so
@@ -1745,6 +1750,9 @@ FS_target_sums_f32_impl(const float *x, const float *q, const double *w, ptrdiff
     for (; j < n; j += 16) {
         if (ahead)
             FS_prefetch(ahead + j);
+        FS_prefetch((const char *)(x + j) + FS_TARGET_AHEAD);
+        if (has_q)
+            FS_prefetch((const char *)(q + j) + FS_TARGET_AHEAD);
         for (int u = 0; u < 2; u++) {
             const ptrdiff_t k = n - j - 8 * u;
             const int whole = n - j >= 16;
@@ -1804,6 +1812,9 @@ FS_target_sums_f64_impl(const double *x, const double *q, const double *w, ptrdi
             b_acc[a] = g_acc[a] = FS_splat4d(0.0);
         for (; j < end; j += 16) {
             FS_prefetch_two_lines(ahead ? ahead + j : NULL);
+            FS_prefetch_two_lines((const char *)(x + j) + FS_TARGET_AHEAD);
+            if (has_q)
+                FS_prefetch_two_lines((const char *)(q + j) + FS_TARGET_AHEAD);
             for (int h = 0; h < 4; h++) {
                 const ptrdiff_t k = n - j - 4 * h;
                 FS_v4d qv = kv, wv = kv;
@@ -1882,6 +1893,11 @@ FS_target_grad_f32_impl(const float *e, float *y, const float *q, const double *
     for (; j < n; j += 8) {
         const ptrdiff_t k = n - j;
         FS_v4d es[2], qs[2] = {keep_v, keep_v}, ws[2] = {keep_v, keep_v}, fs[2];
+        if ((j & 15) == 0) {           /* a cache line per 16 values */
+            FS_prefetch((const char *)(e + j) + FS_TARGET_AHEAD);
+            if (has_q)
+                FS_prefetch((const char *)(q + j) + FS_TARGET_AHEAD);
+        }
         FS_widen8f(FS_load8f_upto(e + j, k, 0.0f), &es[0], &es[1]);
         if (has_q)
             FS_widen8f(FS_load8f_upto(q + j, k, 0.0f), &qs[0], &qs[1]);
@@ -1918,6 +1934,11 @@ FS_target_grad_f64_impl(const double *e, double *y, const double *q, const doubl
     for (; j < n; j += 4) {
         const ptrdiff_t k = n - j;
         FS_v4d qv = keep_v, wv = keep_v;
+        if ((j & 7) == 0) {            /* a cache line per 8 values */
+            FS_prefetch((const char *)(e + j) + FS_TARGET_AHEAD);
+            if (has_q)
+                FS_prefetch((const char *)(q + j) + FS_TARGET_AHEAD);
+        }
         if (has_q)
             qv = FS_load4d_upto(q + j, k, 0.0);
         if (has_w)
