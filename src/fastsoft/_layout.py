@@ -11,7 +11,6 @@ import math
 import numpy as np
 
 from . import _kernels
-from ._config import resolve_threads
 from ._kernels._buffers import empty as empty_result
 
 
@@ -60,9 +59,9 @@ def _slabs(a, axis):
 _MOVABLE = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def rows_of(a, axis, n_threads=None):
+def rows_of(a, axis, n_threads):
     """a as kernel rows: a view when possible, else a C-contiguous copy (moved with
-    n_threads threads: the call's own count; None: the default for a's size)."""
+    n_threads threads, the call's own count)."""
     rows = rows_view(a, axis)
     if rows is None:
         slabs = _slabs(a, axis)
@@ -70,8 +69,6 @@ def rows_of(a, axis, n_threads=None):
             # NumPy's strided copy of a 4096x1000 float32 transpose took 19 ms, the
             # kernels' block transposes about a tenth
             rows = empty_result(rows_shape(a.shape, axis), a.dtype)
-            if n_threads is None:
-                n_threads = resolve_threads(None, a.size)
             return _kernels.core.move_axis_last(a, rows, *slabs, False, n_threads)
         # aligned too: ascontiguousarray would hand back an unaligned C-contiguous array
         rows = np.require(_moved(a, axis), requirements=["C", "A"]).reshape(
@@ -125,13 +122,11 @@ def result_rows(target, axis, work_dtype, fresh, *input_rows):
     return empty_result(input_rows[0].shape, work_dtype), False
 
 
-def write_back(target, axis, rows, n_threads=None):
+def write_back(target, axis, rows, n_threads):
     """Copy computed rows into target (casting, e.g. float32 -> float16); n_threads: as in
     rows_of."""
     slabs = _slabs(target, axis)
     if slabs is not None and target.dtype == rows.dtype and rows.flags.c_contiguous:
-        if n_threads is None:
-            n_threads = resolve_threads(None, target.size)
         _kernels.core.move_axis_last(target, rows, *slabs, True, n_threads)
         return
     destination = _moved(target, axis)

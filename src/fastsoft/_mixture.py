@@ -336,6 +336,7 @@ def mixture_cross_entropy(logits, prior_logits, target, *, activation="softmax",
     ignore_index = _as_index(ignore_index, name)
     n_classes, n_components = x.shape[axis], x.shape[component_axis]
     n_rows = math.prod(batch_shape)
+    threads = resolve_threads(num_threads, x.size)
     target = np.asarray(target)
     if target.dtype.kind in "iu":
         targets = _index_targets(target, batch_shape, n_classes, ignore_index, name)
@@ -348,8 +349,8 @@ def mixture_cross_entropy(logits, prior_logits, target, *, activation="softmax",
                              f"log_mixture's result has shape {out_shape}")
         targets = None
         q = target if target.dtype == x.dtype else target.astype(x.dtype)
-        q_rows = (rows_of(q, axis if axis < component_axis else axis - 1,
-                          resolve_threads(num_threads, x.size)) if n_rows else None)
+        q_rows = (rows_of(q, axis if axis < component_axis else axis - 1, threads)
+                  if n_rows else None)
         denominator = float(n_rows)
     else:
         raise TypeError(f"{name}: target must hold integer class indices or float "
@@ -383,7 +384,7 @@ def mixture_cross_entropy(logits, prior_logits, target, *, activation="softmax",
         _kernels.core.mixture_cross_entropy_rows(
             blocks, prior_rows, targets, ignore_index, q_rows, activation == "sigsoftmax",
             losses, grad_blocks, grad_prior_rows, grad_scale,
-            resolve_threads(num_threads, x.size))
+            threads)
         if return_grad and not direct:
             destination = np.moveaxis(grad_logits, (component_axis, axis), (-2, -1))
             np.copyto(destination, grad_blocks.reshape(destination.shape), casting="unsafe")
