@@ -1728,6 +1728,15 @@ static inline double FS_target_total4d(FS_v4d total[3])
    two streams; 8x1000000 float32 with probability targets, loss only, 8.2 -> 3.7 ms) */
 #define FS_TARGET_AHEAD 2048
 
+/* the cache lines FS_TARGET_AHEAD bytes past a and, if has_b, past b */
+static inline __attribute__((always_inline)) void
+FS_target_prefetch(const void *a, const void *b, const int has_b)
+{
+    FS_prefetch((const char *)a + FS_TARGET_AHEAD);
+    if (has_b)
+        FS_prefetch((const char *)b + FS_TARGET_AHEAD);
+}
+
 /* Σ_j B_j (m - x_j) over a float row, and Σ_j B_j in *weight_sum; both in double (plain
    lanes: the loss is rounded to float's precision anyway).  With B_j >= 0 and m the
    row's max every term is >= 0: nothing cancels.  Four accumulators of each sum, so
@@ -1750,9 +1759,7 @@ FS_target_sums_f32_impl(const float *x, const float *q, const double *w, ptrdiff
     for (; j < n; j += 16) {
         if (ahead)
             FS_prefetch(ahead + j);
-        FS_prefetch((const char *)(x + j) + FS_TARGET_AHEAD);
-        if (has_q)
-            FS_prefetch((const char *)(q + j) + FS_TARGET_AHEAD);
+        FS_target_prefetch(x + j, q + j, has_q);
         for (int u = 0; u < 2; u++) {
             const ptrdiff_t k = n - j - 8 * u;
             const int whole = n - j >= 16;
@@ -1876,6 +1883,18 @@ static inline double FS_target_sums_f64(const double *x, const double *q, const 
                               weight_sum, ahead);
 }
 
+#if FS_HAVE_VECTOR_EXTENSIONS
+/* (e k - c B) f on one vector of the gradient pass, in double (f: the factor's lanes,
+   used when has_z) */
+static inline __attribute__((always_inline)) FS_v4d
+FS_target_grad4d(FS_v4d e, FS_v4d q, FS_v4d w, FS_v4d f, FS_v4d k, FS_v4d c, FS_v4d keep,
+                 FS_v4d per_class, const int has_z, const int has_q, const int has_w)
+{
+    FS_v4d g = e * k - c * FS_target_weight4d(q, w, keep, per_class, has_q, has_w);
+    return has_z ? g * f : g;
+}
+#endif
+
 /* y[j] = (e[j] k - c B_j) f_j, formed in double and rounded once, where f_j is
    sigsoftmax's factor 2 - sigmoid(z[j]) as FS_two_minus_sigmoid_* computes it (z == NULL:
    without the factor; forming it here rather than reading it from a row of factors took
@@ -1892,12 +1911,9 @@ FS_target_grad_f32_impl(const float *e, float *y, const float *q, const double *
     const FS_v4d pv = FS_splat4d(per_class);
     for (; j < n; j += 8) {
         const ptrdiff_t k = n - j;
-        FS_v4d es[2], qs[2] = {keep_v, keep_v}, ws[2] = {keep_v, keep_v}, fs[2];
-        if ((j & 15) == 0) {           /* a cache line per 16 values */
-            FS_prefetch((const char *)(e + j) + FS_TARGET_AHEAD);
-            if (has_q)
-                FS_prefetch((const char *)(q + j) + FS_TARGET_AHEAD);
-        }
+        FS_v4d es[2], qs[2] = {keep_v, keep_v}, ws[2] = {keep_v, keep_v}, fs[2] = {kv, kv};
+        if ((j & 15) == 0)             /* a cache line per 16 values */
+            FS_target_prefetch(e + j, q + j, has_q);
         FS_widen8f(FS_load8f_upto(e + j, k, 0.0f), &es[0], &es[1]);
         if (has_q)
             FS_widen8f(FS_load8f_upto(q + j, k, 0.0f), &qs[0], &qs[1]);
@@ -1906,9 +1922,8 @@ FS_target_grad_f32_impl(const float *e, float *y, const float *q, const double *
         for (int h = 0; h < 2; h++) {
             if (has_w)
                 ws[h] = FS_load4d_upto(w + j + 4 * h, k - 4 * h, 0.0);
-            es[h] = es[h] * kv - cv * FS_target_weight4d(qs[h], ws[h], keep_v, pv, has_q, has_w);
-            if (has_z)
-                es[h] = es[h] * fs[h];
+            es[h] = FS_target_grad4d(es[h], qs[h], ws[h], fs[h], kv, cv, keep_v, pv, has_z,
+                                     has_q, has_w);
         }
         FS_store8f_upto(y + j, FS_narrow8f(es[0], es[1]), k);
     }
@@ -1933,24 +1948,19 @@ FS_target_grad_f64_impl(const double *e, double *y, const double *q, const doubl
     const FS_v4d pv = FS_splat4d(per_class);
     for (; j < n; j += 4) {
         const ptrdiff_t k = n - j;
-        FS_v4d qv = keep_v, wv = keep_v;
-        if ((j & 7) == 0) {            /* a cache line per 8 values */
-            FS_prefetch((const char *)(e + j) + FS_TARGET_AHEAD);
-            if (has_q)
-                FS_prefetch((const char *)(q + j) + FS_TARGET_AHEAD);
-        }
+        FS_v4d qv = keep_v, wv = keep_v, fv = kv;
+        if ((j & 7) == 0)              /* a cache line per 8 values */
+            FS_target_prefetch(e + j, q + j, has_q);
         if (has_q)
             qv = FS_load4d_upto(q + j, k, 0.0);
         if (has_w)
             wv = FS_load4d_upto(w + j, k, 0.0);
-        FS_v4d ev = FS_load4d_upto(e + j, k, 0.0) * kv
-                    - cv * FS_target_weight4d(qv, wv, keep_v, pv, has_q, has_w);
         if (has_z) {
-            FS_v4d f = FS_load4d_upto(z + j, k, 0.0);
-            FS_two_minus_sigmoid_lanes(&f, 1);
-            ev = ev * f;
+            fv = FS_load4d_upto(z + j, k, 0.0);
+            FS_two_minus_sigmoid_lanes(&fv, 1);
         }
-        FS_store4d_upto(y + j, ev, k);
+        FS_store4d_upto(y + j, FS_target_grad4d(FS_load4d_upto(e + j, k, 0.0), qv, wv, fv, kv,
+                                                cv, keep_v, pv, has_z, has_q, has_w), k);
     }
 #else
     for (; j < n; j++) {
