@@ -270,15 +270,44 @@ cdef inline double _row_cross_entropy_targets(
     return loss
 
 
+cdef inline bint _unit_weights(const double* w, Py_ssize_t n_cols, double smoothing,
+                               bint index_targets) noexcept nogil:
+    """Whether every class weight is 1, where that matters: to rows that read every class
+    weight (probability targets, smoothed index targets; a smoothed softmax index row
+    within LONG_ROW_BYTES then takes the index row), which then read none: reading a row
+    of ones twice per row had cost float32 64x50257 with probability targets 12-16%.
+    Not scanned for index targets without smoothing, whose rows read one weight each (a
+    scan of 8x1000000's million weights on every call took its float32 cross-entropy
+    from 2.5 to 4.8 ms).  The scan has no branch, so that it vectorizes."""
+    cdef int all_ones = 1
+    cdef Py_ssize_t j
+    if index_targets and smoothing == 0:
+        return False
+    for j in range(n_cols):
+        all_ones &= w[j] == 1.0
+    return all_ones
+
+
+cdef inline double _weight_total(const double* w, Py_ssize_t n_cols, double smoothing,
+                                 bint index_targets) noexcept nogil:
+    """Σ w (Kahan lanes), which only smoothed index rows use; 0 when it is not needed."""
+    if smoothing == 0 or not index_targets:
+        return 0.0
+    return FS_sum_f64(w, n_cols)
+
+
 cdef void _cross_entropy_rows(
         const real* x, Py_ssize_t x_step, Py_ssize_t n_rows, Py_ssize_t n_cols,
         const long long* targets, long long ignore_index, const real* q, Py_ssize_t q_step,
-        const double* w, double w_total, double smoothing, bint sigsoftmax,
+        const double* w, double smoothing, bint sigsoftmax,
         double* scratch, double* losses, real* grad, Py_ssize_t grad_step,
-        const double* grad_scales, double grad_scale, int n_threads,
-        bint unit_weights) noexcept nogil:
-    """unit_weights: every class weight is 1 (_unit_weights): a smoothed softmax index row
-    can take the index row, other rows read no weights."""
+        const double* grad_scales, double grad_scale, int n_threads) noexcept nogil:
+    """The rows' losses into `losses` and, unless grad is NULL, their gradients, on
+    n_threads threads (cross_entropy_rows' and the compiled entry's arithmetic)."""
+    # every class weight 1 (_unit_weights): a smoothed softmax index row can take the
+    # index row, other rows read no weights
+    cdef bint unit_weights = _unit_weights(w, n_cols, smoothing, targets != NULL)
+    cdef double w_total = _weight_total(w, n_cols, smoothing, targets != NULL)
     cdef Py_ssize_t i
     cdef double* work
     cdef Py_ssize_t n_groups = (n_rows + SHORT_GROUP - 1) // SHORT_GROUP
@@ -385,32 +414,6 @@ cdef const char* _optional_data(object a, int typenum, Py_ssize_t length) except
     return <const char*>cnp.PyArray_DATA(array)
 
 
-cdef inline bint _unit_weights(const double* w, Py_ssize_t n_cols, double smoothing,
-                               bint index_targets) noexcept nogil:
-    """Whether every class weight is 1, where that matters: to rows that read every class
-    weight (probability targets, smoothed index targets; a smoothed softmax index row
-    within LONG_ROW_BYTES then takes the index row), which then read none: reading a row
-    of ones twice per row had cost float32 64x50257 with probability targets 12-16%.
-    Not scanned for index targets without smoothing, whose rows read one weight each (a
-    scan of 8x1000000's million weights on every call took its float32 cross-entropy
-    from 2.5 to 4.8 ms).  The scan has no branch, so that it vectorizes."""
-    cdef int all_ones = 1
-    cdef Py_ssize_t j
-    if index_targets and smoothing == 0:
-        return False
-    for j in range(n_cols):
-        all_ones &= w[j] == 1.0
-    return all_ones
-
-
-cdef inline double _weight_total(const double* w, Py_ssize_t n_cols, double smoothing,
-                                 bint index_targets) noexcept nogil:
-    """Σ w (Kahan lanes), which only smoothed index rows use; 0 when it is not needed."""
-    if smoothing == 0 or not index_targets:
-        return 0.0
-    return FS_sum_f64(w, n_cols)
-
-
 def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_index,
                        object q, object weight, double smoothing,
                        bint sigsoftmax, cnp.ndarray losses not None, object grad,
@@ -458,11 +461,6 @@ def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_
     if n_rows == 0 or n_cols == 0:
         return losses
     n_threads = max(1, min(n_threads, n_rows))
-    cdef bint unit_weights
-    cdef double weight_total
-    with nogil:
-        unit_weights = _unit_weights(weight_data, n_cols, smoothing, target_data != NULL)
-        weight_total = _weight_total(weight_data, n_cols, smoothing, target_data != NULL)
     # per thread: a row of doubles (sigsoftmax's gaps; softmax's exponentials when the
     # gradient overwrites a probability target)
     cdef cnp.ndarray scratch = np.empty(n_threads * n_cols, dtype=np.float64)
@@ -472,15 +470,15 @@ def cross_entropy_rows(cnp.ndarray x not None, object targets, long long ignore_
             _cross_entropy_rows[float](
                 <const float*>cnp.PyArray_DATA(x), x_step, n_rows, n_cols,
                 target_data, ignore_index, <const float*>q_data, q_step,
-                weight_data, weight_total, smoothing, sigsoftmax, scratch_data, loss_data,
-                <float*>grad_data, grad_step, scale_data, grad_scale, n_threads, unit_weights)
+                weight_data, smoothing, sigsoftmax, scratch_data, loss_data,
+                <float*>grad_data, grad_step, scale_data, grad_scale, n_threads)
     else:
         with nogil:
             _cross_entropy_rows[double](
                 <const double*>cnp.PyArray_DATA(x), x_step, n_rows, n_cols,
                 target_data, ignore_index, <const double*>q_data, q_step,
-                weight_data, weight_total, smoothing, sigsoftmax, scratch_data, loss_data,
-                <double*>grad_data, grad_step, scale_data, grad_scale, n_threads, unit_weights)
+                weight_data, smoothing, sigsoftmax, scratch_data, loss_data,
+                <double*>grad_data, grad_step, scale_data, grad_scale, n_threads)
     return losses
 
 
@@ -563,18 +561,16 @@ cdef void _small_cross_entropy_kernel(int typenum, const void* x, Py_ssize_t n_r
         for j in range(n_cols):
             unit[j] = 1.0
         weight = unit
-    cdef bint unit_weights = _unit_weights(weight, n_cols, smoothing, targets != NULL)
-    cdef double weight_total = _weight_total(weight, n_cols, smoothing, targets != NULL)
     if typenum == cnp.NPY_FLOAT32:
         _cross_entropy_rows[float](<const float*>x, n_cols, n_rows, n_cols, targets,
-                                   ignore_index, <const float*>q, n_cols, weight, weight_total,
-                                   smoothing, sigsoftmax, unit + n_cols, buffer, <float*>grad,
-                                   n_cols, NULL, grad_scale, 1, unit_weights)
+                                   ignore_index, <const float*>q, n_cols, weight, smoothing,
+                                   sigsoftmax, unit + n_cols, buffer, <float*>grad, n_cols, NULL,
+                                   grad_scale, 1)
     else:
         _cross_entropy_rows[double](<const double*>x, n_cols, n_rows, n_cols, targets,
-                                    ignore_index, <const double*>q, n_cols, weight,
-                                    weight_total, smoothing, sigsoftmax, unit + n_cols, buffer,
-                                    <double*>grad, n_cols, NULL, grad_scale, 1, unit_weights)
+                                    ignore_index, <const double*>q, n_cols, weight, smoothing,
+                                    sigsoftmax, unit + n_cols, buffer, <double*>grad, n_cols,
+                                    NULL, grad_scale, 1)
 
 
 cdef object _small_cross_entropy(object logits, object target, object axis, object weight,
